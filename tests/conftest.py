@@ -1,0 +1,6 @@
+"""Shared fixtures live in tests/support/; each module there owns one real part."""
+
+pytest_plugins = [
+    "tests.support.s3",
+    "tests.support.exchange",
+]

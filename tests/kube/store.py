@@ -1,0 +1,164 @@
+"""Object storage with one global resourceVersion, an event history and watchers.
+
+Everything runs on the emulator's event loop, so the store needs no locks. Every write bumps the
+resourceVersion and produces exactly one event; that is what kopf relies on when it waits for the
+watch event that carries the resourceVersion of its own patch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .selectors import FieldRequirement, Requirement, fields_match, labels_match
+from .util import deep
+
+Obj = dict[str, Any]
+TypeKey = tuple[str, str]  # (group, plural)
+
+
+@dataclass
+class Event:
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    key: TypeKey
+    obj: Obj
+    old: Obj | None = None
+
+
+@dataclass(eq=False)
+class Watcher:
+    """One watch stream's filter and queue (events are put unfiltered by type, filtered here)."""
+
+    key: TypeKey
+    namespace: str | None
+    labels: list[Requirement]
+    fields: list[FieldRequirement]
+    queue: asyncio.Queue[Event | None] = field(default_factory=asyncio.Queue)
+
+    def matches(self, obj: Obj | None) -> bool:
+        if obj is None:
+            return False
+        if self.namespace is not None and obj["metadata"].get("namespace") != self.namespace:
+            return False
+        return labels_match(self.labels, obj) and fields_match(self.fields, obj)
+
+    def translate(self, event: Event) -> tuple[str, Obj] | None:
+        """Map an event through this watcher's selectors, as the real watch cache does."""
+        if event.key != self.key:
+            return None
+        now_matches = self.matches(event.obj)
+        if event.type == "MODIFIED":
+            was = self.matches(event.old)
+            if was and now_matches:
+                return ("MODIFIED", event.obj)
+            if was:
+                return ("DELETED", event.obj)
+            if now_matches:
+                return ("ADDED", event.obj)
+            return None
+        return (event.type, event.obj) if now_matches else None
+
+
+class TooOld(Exception):
+    """The requested resourceVersion is older than the retained history (410 Expired)."""
+
+
+class Store:
+    def __init__(self, history: int = 20000) -> None:
+        self.objects: dict[TypeKey, dict[tuple[str, str], Obj]] = collections.defaultdict(dict)
+        self.rv = 100
+        self.history: collections.deque[Event] = collections.deque(maxlen=history)
+        self.compacted_rv = self.rv
+        self.watchers: set[Watcher] = set()
+        self.listeners: list[Callable[[Event], None]] = []
+        self.by_uid: dict[str, tuple[TypeKey, str, str]] = {}
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def get(self, key: TypeKey, namespace: str, name: str) -> Obj | None:
+        return self.objects[key].get((namespace, name))
+
+    def list(self, key: TypeKey, namespace: str | None = None) -> list[Obj]:
+        items = [
+            o for (ns, _), o in self.objects[key].items() if namespace is None or ns == namespace
+        ]
+        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+        return items
+
+    def find_uid(self, uid: str) -> tuple[TypeKey, Obj] | None:
+        where = self.by_uid.get(uid)
+        if where is None:
+            return None
+        key, ns, name = where
+        found = self.get(key, ns, name)
+        return (key, found) if found is not None else None
+
+    # --- writes --------------------------------------------------------------------------
+
+    def _bump(self) -> str:
+        self.rv += 1
+        return str(self.rv)
+
+    def put(self, key: TypeKey, obj: Obj) -> Obj:
+        """Create or replace; stamps the new resourceVersion and emits ADDED or MODIFIED."""
+        meta = obj["metadata"]
+        ident = (meta.get("namespace", ""), meta["name"])
+        old = self.objects[key].get(ident)
+        meta["resourceVersion"] = self._bump()
+        stored = deep(obj)
+        self.objects[key][ident] = stored
+        self.by_uid[meta["uid"]] = (key, ident[0], ident[1])
+        self._emit(Event(self.rv, "MODIFIED" if old else "ADDED", key, stored, old))
+        return deep(stored)
+
+    def remove(self, key: TypeKey, namespace: str, name: str, final: Obj | None = None
+               ) -> Obj | None:
+        """Remove an object; `final` is its last state (a write that emptied its finalizers)."""
+        old = self.objects[key].pop((namespace, name), None)
+        if old is None:
+            return None
+        self.by_uid.pop(old["metadata"]["uid"], None)
+        final = deep(final if final is not None else old)
+        final["metadata"]["resourceVersion"] = self._bump()
+        self._emit(Event(self.rv, "DELETED", key, final, old))
+        return deep(final)
+
+    def drop_type(self, key: TypeKey) -> None:
+        for obj in self.list(key):
+            self.remove(key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        self.objects.pop(key, None)
+
+    def _emit(self, event: Event) -> None:
+        self.history.append(event)
+        if len(self.history) == self.history.maxlen:
+            self.compacted_rv = self.history[0].rv - 1
+        for w in list(self.watchers):
+            w.queue.put_nowait(event)
+        for listener in list(self.listeners):
+            listener(event)
+
+    # --- watch support -------------------------------------------------------------------
+
+    def compact(self) -> None:
+        """Forget the event history, as etcd compaction does (tests use it to provoke 410s)."""
+        self.history.clear()
+        self.compacted_rv = self.rv
+
+    def events_since(self, rv: int) -> list[Event]:
+        if rv < self.compacted_rv:
+            raise TooOld()
+        return [e for e in self.history if e.rv > rv]
+
+    def subscribe(self, watcher: Watcher) -> None:
+        self.watchers.add(watcher)
+
+    def unsubscribe(self, watcher: Watcher) -> None:
+        self.watchers.discard(watcher)
+
+    def close_watchers(self) -> None:
+        for w in list(self.watchers):
+            w.queue.put_nowait(None)

@@ -1,0 +1,361 @@
+"""The TrainingJob spec: the single source of truth for the manifest, its defaults and the CRD.
+
+Everything a user can write under `spec:` is declared here once. The CRD's openAPIV3Schema is
+generated from these models (see `crd.py`), and the CLI, the local runner and the operator all
+parse manifests through `load_manifest` / `parse_manifest`, so a field means the same everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from . import timeframes
+
+API_GROUP = "stagegate.io"
+API_VERSION = "v1alpha1"
+KIND = "TrainingJob"
+PLURAL = "trainingjobs"
+SINGULAR = "trainingjob"
+SHORT_NAMES = ("tj",)
+
+StageName = Literal["quick", "full"]
+STAGES: tuple[StageName, ...] = ("quick", "full")
+TIMEFRAME_SPELLINGS = tuple(timeframes.MINUTES) + tuple(
+    timeframes.to_ccxt(t) for t in timeframes.MINUTES
+)
+
+
+class SpecError(ValueError):
+    """A manifest that cannot run; the message names the field path and the reason."""
+
+
+class _Model(BaseModel):
+    # camelCase in YAML, snake_case in Python; unknown fields are errors, as with
+    # `kubectl apply --validate=strict` against the generated CRD.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class DataSpec(_Model):
+    """Where the candles come from."""
+
+    source: Literal["bundled", "ccxt", "s3", "file"] = Field(
+        "bundled", description="bundled: the real BTC/USDT slice shipped with Stagegate."
+    )
+    exchange: str = Field("binance", min_length=1, description="ccxt exchange id.")
+    uri: str | None = Field(None, description="Parquet or CSV for source s3 or file.")
+    start: datetime | None = Field(None, description="First bar to use (UTC).")
+    end: datetime | None = Field(
+        None, description="Last bar to use (UTC); default: the last bar when the run starts."
+    )
+
+    @model_validator(mode="after")
+    def _uri_matches_source(self) -> DataSpec:
+        if self.source in ("s3", "file") and not self.uri:
+            raise ValueError(f"uri is required when source is {self.source!r}")
+        if self.start and self.end and self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class StageSpec(_Model):
+    """One walk-forward stage. Defaults differ per stage (see QuickStageSpec, FullStageSpec)."""
+
+    lookback_days: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="Use only the last N days of data; unset: all data."
+    )
+    train_window: Literal["fixed", "expanding"] = "expanding"
+    min_train_days: int = Field(
+        120, gt=0, description="Training days per fold (fixed) or for the first fold (expanding)."
+    )
+    test_period_days: int = Field(21, gt=0, description="Length of each out-of-sample period.")
+    step_days: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="Days between consecutive test periods; default: testPeriodDays."
+    )
+    max_folds: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="Keep only the most recent N folds; unset: every fold that fits."
+    )
+    purge_bars: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Bars dropped between training and test; default: horizonBars + 1."
+    )
+
+
+class QuickStageSpec(StageSpec):
+    lookback_days: Annotated[int, Field(gt=0)] | None = 365
+    train_window: Literal["fixed", "expanding"] = "fixed"
+    min_train_days: int = Field(180, gt=0)
+    test_period_days: int = Field(60, gt=0)
+    max_folds: Annotated[int, Field(gt=0)] | None = 5
+
+
+class FullStageSpec(StageSpec):
+    pass
+
+
+class StagesSpec(_Model):
+    quick: QuickStageSpec = Field(default_factory=QuickStageSpec)
+    full: FullStageSpec = Field(default_factory=FullStageSpec)
+
+    def get(self, stage: StageName) -> StageSpec:
+        return self.quick if stage == "quick" else self.full
+
+
+class LabelSpec(_Model):
+    """Long entry at the next bar's open; 1 when take-profit is hit before stop-loss."""
+
+    barriers: Literal["volatility", "fixed"] = Field(
+        "volatility", description="volatility: multiples of ATR; fixed: fractions of the entry."
+    )
+    take_profit: float = Field(2.0, gt=0)
+    stop_loss: float = Field(1.0, gt=0)
+    horizon_bars: int = Field(48, gt=0, le=10_000)
+    atr_bars: int = Field(14, gt=1, le=1_000)
+
+
+class ModelSpec(_Model):
+    """LightGBM parameters Stagegate exposes; each maps to one LightGBM parameter."""
+
+    seed: int = Field(42, ge=0)
+    num_leaves: int = Field(31, ge=2, le=131_072)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    max_rounds: int = Field(500, ge=1, le=100_000, description="num_boost_round ceiling.")
+    early_stopping_rounds: int = Field(50, ge=1)
+    min_data_in_leaf: int = Field(100, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_freq: int = Field(1, ge=0)
+    lambda_l2: float = Field(1.0, ge=0)
+    max_depth: int = Field(-1, ge=-1)
+    validation_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=0.5,
+        description="Tail of each training window used for early stopping and the threshold.",
+    )
+
+
+class GatesSpec(_Model):
+    """What the quick stage must show before the full stage may run (stage means)."""
+
+    min_accuracy: float = Field(0.60, ge=0, le=1)
+    min_recall: float = Field(0.35, ge=0, le=1)
+    min_roc_auc: float = Field(0.61, ge=0, le=1)
+    min_f1: float = Field(0.45, ge=0, le=1)
+    must_beat_baselines: bool = Field(
+        True, description="Accuracy, F1 and ROC AUC must beat the majority, always-positive and "
+        "volatility/time-of-day baselines."
+    )
+
+
+class ApprovalSpec(_Model):
+    policy: Literal["manual", "auto"] = Field(
+        "manual", description="auto: proceed when every gate passes, reject otherwise."
+    )
+
+
+class ResourceList(_Model):
+    # Kubernetes quantities, passed through as written ("4Gi", "500m").
+    cpu: str | None = None
+    memory: str | None = None
+
+
+class ResourceRequirements(_Model):
+    requests: ResourceList = Field(default_factory=ResourceList)
+    limits: ResourceList = Field(default_factory=ResourceList)
+
+
+def _quick_resources() -> ResourceRequirements:
+    # The replaced system sized quick workers at 4-8 GB and full workers at 8-16 GB.
+    return ResourceRequirements(
+        requests=ResourceList(cpu="1", memory="4Gi"), limits=ResourceList(memory="8Gi")
+    )
+
+
+def _full_resources() -> ResourceRequirements:
+    return ResourceRequirements(
+        requests=ResourceList(cpu="2", memory="8Gi"), limits=ResourceList(memory="16Gi")
+    )
+
+
+class StageResources(_Model):
+    quick: ResourceRequirements = Field(default_factory=_quick_resources)
+    full: ResourceRequirements = Field(default_factory=_full_resources)
+
+
+class SecretRef(_Model):
+    name: str = Field(min_length=1)
+
+
+class ArtifactsSpec(_Model):
+    uri: str = Field(
+        "stagegate-runs",
+        description="s3://bucket/prefix, file:///path or a local folder; runs go under <namespace>/<name>/<uid>.",
+    )
+    secret_ref: SecretRef | None = Field(
+        None, description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL."
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str) -> str:
+        if "://" in uri and not uri.startswith(("s3://", "file://")):
+            raise ValueError("must start with s3:// or file://")
+        return uri
+
+
+class TrainingJobSpec(_Model):
+    symbol: str = Field(pattern=r"^[A-Z0-9]+/[A-Z0-9]+$", description="e.g. BTC/USDT")
+    timeframe: Literal[TIMEFRAME_SPELLINGS] = "M15"  # type: ignore[valid-type]
+    mode: Literal["sequential", "quick", "full"] = Field(
+        "sequential", description="sequential: quick, approval gate, then full."
+    )
+    data: DataSpec = Field(default_factory=DataSpec)
+    stages: StagesSpec = Field(default_factory=StagesSpec)
+    label: LabelSpec = Field(default_factory=LabelSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
+    approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
+    parallelism: int = Field(4, ge=1, le=256, description="Fold Jobs running at once.")
+    max_retries: int = Field(2, ge=0, le=20, description="Retries of a failed fold.")
+    resources: StageResources = Field(default_factory=StageResources)
+    image: str = Field("ghcr.io/stagegate/trainer:0.1.0", min_length=1)
+    queue_name: str | None = Field(None, description="Kueue LocalQueue for the Jobs.")
+    suspend: bool = False
+    artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
+
+    @property
+    def canonical_timeframe(self) -> str:
+        return timeframes.canonical(self.timeframe)
+
+    def purge_bars(self, stage: StageName) -> int:
+        configured = self.stages.get(stage).purge_bars
+        # Entry is the next bar's open, so the label looks horizon + 1 bars past its row.
+        return self.label.horizon_bars + 1 if configured is None else configured
+
+    def stages_to_run(self) -> tuple[StageName, ...]:
+        return {"sequential": STAGES, "quick": ("quick",), "full": ("full",)}[self.mode]
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    namespace: str = "default"
+    uid: str | None = None
+
+
+class TrainingJobManifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    metadata: Metadata
+    spec: TrainingJobSpec
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version(cls, value: str) -> str:
+        expected = f"{API_GROUP}/{API_VERSION}"
+        if value != expected:
+            raise ValueError(f"must be {expected}")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value != KIND:
+            raise ValueError(f"must be {KIND}")
+        return value
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item.startswith(("function-", "constrained-")) or item in ("literal", "str"):
+            continue  # pydantic's internal union branch names mean nothing to a user
+        else:
+            parts.append(("." if parts else "") + item)
+    return "".join(parts) or "(document)"
+
+
+def _reason(error: Any) -> str:
+    kind, msg, ctx = error["type"], error["msg"], error.get("ctx") or {}
+    friendly = {
+        "greater_than": "must be greater than {gt}",
+        "greater_than_equal": "must be at least {ge}",
+        "less_than": "must be less than {lt}",
+        "less_than_equal": "must be at most {le}",
+        "extra_forbidden": "unknown field",
+        "missing": "required field is missing",
+        "literal_error": "must be one of {expected}",
+        "string_pattern_mismatch": "does not match {pattern}",
+    }
+    if kind in friendly:
+        return friendly[kind].format(**ctx)
+    return str(msg).removeprefix("Value error, ")
+
+
+def format_validation_error(exc: ValidationError, source: str = "") -> str:
+    """One line per problem: `spec.stages.quick.testPeriodDays: must be greater than 0`."""
+    lines = [f"{_location(tuple(e['loc']))}: {_reason(e)}" for e in exc.errors()]
+    prefix = f"{source}: " if source else ""
+    return prefix + "; ".join(lines)
+
+
+def parse_manifest(document: Any, source: str = "manifest") -> TrainingJobManifest:
+    if not isinstance(document, dict):
+        raise SpecError(f"{source}: expected a TrainingJob mapping, got {type(document).__name__}")
+    try:
+        return TrainingJobManifest.model_validate(document)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc, source)) from None
+
+
+def load_manifest(path: str | Path) -> TrainingJobManifest:
+    """Read one TrainingJob from a YAML file (the first TrainingJob if there are several)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{file}: malformed YAML{where}: {problem}") from None
+    if not documents:
+        raise SpecError(f"{file}: the file holds no document")
+    for document in documents:
+        if isinstance(document, dict) and document.get("kind") == KIND:
+            return parse_manifest(document, str(file))
+    return parse_manifest(documents[0], str(file))
+
+
+def spec_fingerprint(spec: TrainingJobSpec) -> str:
+    """A hash of what determines results, so a run folder never mixes two specs.
+
+    Scheduling fields (parallelism, resources, image, queue, suspend, approval, artifacts,
+    mode) change how a run is executed, not what it computes, so they are left out.
+    """
+    import hashlib
+    import json
+
+    relevant = spec.model_dump(
+        mode="json",
+        by_alias=True,
+        include={"symbol", "timeframe", "data", "stages", "label", "model"},
+    )
+    relevant["timeframe"] = spec.canonical_timeframe
+    blob = json.dumps(relevant, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

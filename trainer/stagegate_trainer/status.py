@@ -1,0 +1,168 @@
+"""The TrainingJob status object, built the same way by the local runner and the operator.
+
+Pure: it takes the stage machine's decision, the stage plans, the fold metrics and the step
+states, and returns the JSON-able status that `kubectl get/describe` and `--output json` show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .evaluate import METRICS
+from .stagemachine import TERMINAL, Decision, Observation
+
+# The three columns `kubectl get tj` shows, read from the last finished stage's summary.
+PRINTED = ("accuracy", "recall", "rocAuc")
+
+
+@dataclass
+class Clock:
+    """Wall-clock facts the caller knows (ISO strings and seconds)."""
+
+    now: str
+    started: str | None = None
+    elapsed_seconds: float = 0.0
+    stage_started: Mapping[str, str] = field(default_factory=dict)
+    stage_finished: Mapping[str, str] = field(default_factory=dict)
+    fold_seconds: Mapping[str, list[float]] = field(default_factory=dict)  # per stage
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _eta(decision: Decision, clock: Clock, parallelism: int) -> float | None:
+    if decision.stage is None or not decision.total or decision.phase in TERMINAL:
+        return None
+    durations = clock.fold_seconds.get(decision.stage) or []
+    if not durations:
+        return None
+    remaining = decision.total - decision.done
+    per_fold = sum(durations) / len(durations)
+    return round(per_fold * -(-remaining // max(parallelism, 1)), 1)
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str, now: str) -> dict[str, str]:
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    }
+
+
+def build_status(
+    *,
+    decision: Decision,
+    observation: Observation,
+    plans: Mapping[str, Mapping[str, Any]],
+    fold_metrics: Mapping[str, Mapping[int, Mapping[str, Any]]],
+    summaries: Mapping[str, Mapping[str, Any]],
+    clock: Clock,
+    parallelism: int,
+    artifacts: Mapping[str, str],
+    approval: Mapping[str, Any] | None = None,
+    previous_conditions: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    stages: dict[str, Any] = {}
+    for stage, plan in plans.items():
+        seen = observation.stage(stage)
+        metrics = fold_metrics.get(stage, {})
+        folds = []
+        for fold in plan.get("folds", []):
+            number = fold["fold"]
+            step = seen.folds.get(number)
+            entry: dict[str, Any] = {
+                "fold": number,
+                "state": "Succeeded" if number in metrics else _state(step),
+                "attempts": (step.failures if step else 0) + (1 if number in metrics else 0),
+                "train": f"{fold['trainStart']} → {fold['trainEnd']}",
+                "test": f"{fold['testStart']} → {fold['testEnd']}",
+            }
+            if step is not None and step.error and number not in metrics:
+                entry["error"] = step.error
+            if number in metrics:
+                entry["metrics"] = {m: metrics[number]["model"].get(m) for m in METRICS}
+            folds.append(entry)
+        stages[stage] = {
+            "plan": {
+                "foldCount": plan.get("foldCount", len(plan.get("folds", []))),
+                "dataStart": plan.get("dataStart"),
+                "dataEnd": plan.get("dataEnd"),
+                "purgeBars": plan.get("purgeBars"),
+                "trainWindow": plan.get("trainWindow"),
+            },
+            "folds": folds,
+            "startedAt": clock.stage_started.get(stage),
+            "finishedAt": clock.stage_finished.get(stage),
+        }
+        if stage in summaries:
+            summary = summaries[stage]
+            stages[stage]["summary"] = summary["model"]
+            stages[stage]["baselines"] = summary["baselines"]
+            stages[stage]["gates"] = summary["gates"]
+            stages[stage]["passed"] = summary["passed"]
+
+    latest = next((s for s in ("full", "quick") if s in summaries), None)
+    printed = {m: percent(summaries[latest]["model"][m]["mean"]) for m in PRINTED} if latest else {}
+    status: dict[str, Any] = {
+        "phase": decision.phase,
+        "stage": decision.stage,
+        "progress": decision.progress,
+        "message": decision.message,
+        "summary": {"stage": latest, **printed} if latest else {},
+        "stages": stages,
+        "startedAt": clock.started,
+        "elapsedSeconds": round(clock.elapsed_seconds, 1),
+        "etaSeconds": _eta(decision, clock, parallelism),
+        "artifacts": dict(artifacts),
+        "conditions": _conditions(decision, summaries, approval, clock.now, previous_conditions),
+    }
+    if approval:
+        status["approval"] = dict(approval)
+    return status
+
+
+def _state(step: Any) -> str:
+    if step is None:
+        return "Pending"
+    return {"absent": "Pending", "running": "Running", "succeeded": "Succeeded",
+            "failed": "Retrying"}[step.state]
+
+
+def _conditions(
+    decision: Decision,
+    summaries: Mapping[str, Mapping[str, Any]],
+    approval: Mapping[str, Any] | None,
+    now: str,
+    previous: list[dict[str, str]] | None,
+) -> list[dict[str, str]]:
+    wanted: list[dict[str, str]] = []
+    if "quick" in summaries:
+        passed = bool(summaries["quick"]["passed"])
+        wanted.append(_condition("QuickPassed", passed, "GatesPassed" if passed else
+                                 "GatesFailed", "quick stage gates", now))
+    if "full" in summaries:
+        passed = bool(summaries["full"]["passed"])
+        wanted.append(_condition("FullPassed", passed, "GatesPassed" if passed else
+                                 "GatesFailed", "full stage gates", now))
+    if approval and approval.get("decision") in ("approved", "rejected"):
+        ok = approval["decision"] == "approved"
+        wanted.append(_condition("Approved", ok, str(approval.get("by", "")).replace(":", "")
+                                 .title() or "Annotation", approval["decision"], now))
+    done = decision.phase in TERMINAL
+    wanted.append(_condition("Complete", decision.phase == "Succeeded",
+                             decision.phase if done else "InProgress", decision.message, now))
+    wanted.append(_condition("Failed", decision.phase == "Failed",
+                             "Failed" if decision.phase == "Failed" else "NoFailure",
+                             decision.message if decision.phase == "Failed" else "", now))
+    # Keep lastTransitionTime when a condition's status did not change, as Kubernetes does.
+    old = {c["type"]: c for c in previous or []}
+    for condition in wanted:
+        before = old.get(condition["type"])
+        if before and before.get("status") == condition["status"]:
+            condition["lastTransitionTime"] = before.get("lastTransitionTime", now)
+    return wanted

@@ -1,0 +1,318 @@
+"""The four steps of a run — prepare, fold, summarise, final — as work on the artifacts store.
+
+Each step is idempotent: it reads what earlier steps wrote and skips work whose result already
+exists. The local runner calls these functions in worker processes; on Kubernetes, each is the
+command of one Job (`stagegate prepare|fold|final`). Results are written last and atomically, so
+a step killed halfway leaves nothing that a later look could take as done.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from . import __version__, layout, timeframes
+from .plan import StagePlan, plan_stage
+from .spec import (
+    DataSpec,
+    StageName,
+    TrainingJobManifest,
+    spec_fingerprint,
+)
+from .store import ArtifactStore, open_store
+
+
+class RunMismatchError(ValueError):
+    """The artifacts folder holds a run of another spec."""
+
+
+@dataclass(frozen=True)
+class Run:
+    manifest: TrainingJobManifest
+    store: ArtifactStore  # rooted at the run's own prefix
+
+    @property
+    def spec(self):  # type: ignore[no-untyped-def]
+        return self.manifest.spec
+
+    @property
+    def name(self) -> str:
+        return self.manifest.metadata.name
+
+
+def with_overrides(
+    manifest: TrainingJobManifest, *, data_uri: str | None = None, artifacts_uri: str | None = None
+) -> TrainingJobManifest:
+    """The manifest as a CLI flag (--data, --artifacts) changes it."""
+    spec = manifest.spec
+    if data_uri:
+        source = "s3" if data_uri.startswith("s3://") else "file"
+        data = DataSpec(source=source, uri=data_uri, start=spec.data.start, end=spec.data.end)
+        spec = spec.model_copy(update={"data": data})
+    if artifacts_uri:
+        spec = spec.model_copy(
+            update={"artifacts": spec.artifacts.model_copy(update={"uri": artifacts_uri})}
+        )
+    return manifest.model_copy(update={"spec": spec})
+
+
+def open_run(manifest: TrainingJobManifest) -> Run:
+    meta = manifest.metadata
+    root = open_store(manifest.spec.artifacts.uri)
+    return Run(manifest, root.child(layout.run_prefix(meta.namespace, meta.name, meta.uid)))
+
+
+def claim(run: Run) -> dict[str, Any]:
+    """Record which spec this run folder belongs to, or refuse when it holds another one."""
+    fingerprint = spec_fingerprint(run.spec)
+    if run.store.exists(layout.RUN_RECORD):
+        record: dict[str, Any] = run.store.read_json(layout.RUN_RECORD)
+        if record.get("specFingerprint") != fingerprint:
+            raise RunMismatchError(
+                f"{run.store.root_uri} holds a run of a different spec "
+                f"(fingerprint {record.get('specFingerprint')}, this spec {fingerprint}); "
+                "rename metadata.name, pass another --artifacts location, or pass --fresh "
+                "to delete the old run"
+            )
+        return record
+    record = {
+        "name": run.name,
+        "namespace": run.manifest.metadata.namespace,
+        "specFingerprint": fingerprint,
+        "spec": run.spec.model_dump(mode="json", by_alias=True),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    run.store.write_json(layout.RUN_RECORD, record)
+    return record
+
+
+# Datasets are large and read by every fold; a worker process keeps the last one it read.
+_DATASET_CACHE: dict[str, Any] = {}
+
+
+def load_dataset(run: Run):  # type: ignore[no-untyped-def]
+    from .dataset import from_parquet_bytes
+
+    key = run.store.uri(layout.DATASET)
+    if key not in _DATASET_CACHE:
+        _DATASET_CACHE.clear()
+        _DATASET_CACHE[key] = from_parquet_bytes(run.store.read_bytes(layout.DATASET))
+    return _DATASET_CACHE[key]
+
+
+def prepare(run: Run) -> dict[str, Any]:
+    """Snapshot the data, build the dataset and write the plan of every stage (once per run).
+
+    The snapshot makes a rerun see the same bars even when `data.end` is unset and the source
+    has grown since. Returns the plan document.
+    """
+    from .data import load_ohlcv
+    from .dataset import build_dataset, from_parquet_bytes, timestamps_ns, to_parquet_bytes
+
+    if run.store.exists(layout.PLAN):
+        plan: dict[str, Any] = run.store.read_json(layout.PLAN)
+        return plan
+    spec = run.spec
+    timeframe = spec.canonical_timeframe
+    if run.store.exists(layout.OHLCV):
+        ohlcv = from_parquet_bytes(run.store.read_bytes(layout.OHLCV))
+        report = run.store.read_json(layout.DATA_REPORT)
+    else:
+        root = open_store(spec.artifacts.uri)
+        loaded = load_ohlcv(
+            source=spec.data.source,
+            symbol=spec.symbol,
+            timeframe=timeframe,
+            exchange=spec.data.exchange,
+            uri=spec.data.uri,
+            start=spec.data.start,
+            end=spec.data.end,
+            cache=root,
+        )
+        ohlcv = loaded.frame
+        report = {
+            **loaded.report.as_dict(),
+            "summary": loaded.report.summary(),
+            "contentHash": loaded.content_hash,
+        }
+        run.store.write_bytes(layout.OHLCV, to_parquet_bytes(ohlcv))
+        run.store.write_json(layout.DATA_REPORT, report)
+
+    if run.store.exists(layout.DATASET):
+        dataset = from_parquet_bytes(run.store.read_bytes(layout.DATASET))
+    else:
+        dataset = build_dataset(ohlcv, spec.label, timeframe)
+        run.store.write_bytes(layout.DATASET, to_parquet_bytes(dataset))
+
+    ts = timestamps_ns(dataset).tolist()
+    bar_ns = int(timeframes.bar(timeframe).total_seconds()) * 10**9
+    stages = {
+        stage: plan_stage(
+            stage,
+            ts,
+            bar_ns=bar_ns,
+            spec=spec.stages.get(stage),
+            purge_bars=spec.purge_bars(stage),
+        ).to_json()
+        for stage in spec.stages_to_run()
+    }
+    plan = {
+        "symbol": spec.symbol,
+        "timeframe": timeframe,
+        "bars": len(ohlcv),
+        "labelledRows": len(dataset),
+        "dataHash": report.get("contentHash"),
+        "dataSummary": report.get("summary"),
+        "stages": stages,
+    }
+    run.store.write_json(layout.PLAN, plan)
+    return plan
+
+
+def stage_plan(run: Run, stage: StageName) -> StagePlan:
+    plan = run.store.read_json(layout.PLAN)
+    return StagePlan.from_json(plan["stages"][stage])
+
+
+@dataclass(frozen=True)
+class FoldOutcome:
+    metrics: dict[str, Any]
+    seconds: float  # wall time of this call
+    fit_seconds: float  # bare LightGBM fit time within it (0 when skipped)
+    skipped: bool  # the result already existed
+
+
+def fold(
+    run: Run, stage: StageName, number: int, *, num_threads: int, force: bool = False
+) -> FoldOutcome:
+    from .dataset import to_parquet_bytes
+    from .fold import run_fold
+
+    started = time.perf_counter()
+    key = layout.fold_metrics(stage, number)
+    if not force and run.store.exists(key):
+        return FoldOutcome(run.store.read_json(key), time.perf_counter() - started, 0.0, True)
+    plan = stage_plan(run, stage)
+    folds = plan.fold(number)
+    result = run_fold(
+        load_dataset(run),
+        folds,
+        spec=run.spec.model,
+        purge_ns=plan.purge_bars
+        * int(timeframes.bar(run.spec.canonical_timeframe).total_seconds())
+        * 10**9,
+        num_threads=num_threads,
+    )
+    metrics = {"stage": stage, "folds": len(plan.folds), **result.metrics}
+    run.store.write_bytes(layout.fold_predictions(stage, number), to_parquet_bytes(result.predictions))
+    run.store.write_bytes(layout.fold_model(stage, number), result.model_text.encode())
+    # metrics.json last: its presence is what marks the fold done.
+    run.store.write_json(key, metrics)
+    return FoldOutcome(metrics, time.perf_counter() - started, result.fit_seconds, False)
+
+
+def finished_folds(run: Run, stage: StageName) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for key in run.store.list(f"{stage}/folds/"):
+        if key.endswith("/metrics.json"):
+            metrics = run.store.read_json(key)
+            out[int(metrics["fold"])] = metrics
+    return out
+
+
+def summarise(run: Run, stage: StageName) -> dict[str, Any]:
+    from .summary import summarise_stage
+
+    folds = finished_folds(run, stage)
+    summary = summarise_stage(stage, list(folds.values()), run.spec.gates)
+    run.store.write_json(layout.stage_summary(stage), summary)
+    return summary
+
+
+def final(run: Run, *, num_threads: int, approved_by: str = "") -> dict[str, Any]:
+    """Train the production model on the latest window and write it with its model card.
+
+    The window is the full stage's training length ending at the last labelled bar, with the
+    same inner early-stopping split and purge as every fold.
+    """
+    import numpy as np
+
+    from .dataset import LABEL, timestamps_ns
+    from .features import FEATURE_NAMES
+    from .fold import fit
+    from .plan import NS_PER_DAY, iso
+
+    if run.store.exists(layout.MODEL_CARD):
+        card: dict[str, Any] = run.store.read_json(layout.MODEL_CARD)
+        return card
+    spec = run.spec
+    dataset = load_dataset(run)
+    ts = timestamps_ns(dataset)
+    full = spec.stages.full
+    bar_ns = int(timeframes.bar(spec.canonical_timeframe).total_seconds()) * 10**9
+    start_ns = int(ts[0])
+    if full.train_window == "fixed":
+        start_ns = max(start_ns, int(ts[-1]) + bar_ns - full.min_train_days * NS_PER_DAY)
+    first = int(np.searchsorted(ts, start_ns))
+    window = dataset.iloc[first:]
+    names = list(FEATURE_NAMES)
+    model = fit(
+        window[names].to_numpy(dtype=np.float32),
+        window[LABEL].to_numpy(dtype=np.float64),
+        ts[first:],
+        spec=spec.model,
+        purge_ns=spec.purge_bars("full") * bar_ns,
+        num_threads=num_threads,
+        feature_names=names,
+    )
+    plan = run.store.read_json(layout.PLAN)
+    summaries = {
+        stage: run.store.read_json(layout.stage_summary(stage))
+        for stage in spec.stages_to_run()
+        if run.store.exists(layout.stage_summary(stage))
+    }
+    card = {
+        "name": run.name,
+        "namespace": run.manifest.metadata.namespace,
+        "symbol": spec.symbol,
+        "timeframe": spec.canonical_timeframe,
+        "spec": spec.model_dump(mode="json", by_alias=True),
+        "specFingerprint": spec_fingerprint(spec),
+        "data": {
+            "hash": plan.get("dataHash"),
+            "summary": plan.get("dataSummary"),
+            "trainStart": iso(int(ts[first])),
+            "trainEnd": iso(int(ts[-1]) + bar_ns),
+            "trainRows": len(window),
+        },
+        "features": names,
+        "parameters": {
+            "lightgbm": {
+                k: v
+                for k, v in json.loads(json.dumps(_params(spec.model))).items()
+                if k != "num_threads"
+            },
+            "bestIteration": model.best_iteration,
+            "threshold": round(model.threshold, 6),
+        },
+        "label": spec.label.model_dump(mode="json", by_alias=True),
+        "stages": summaries,
+        "approvedBy": approved_by,
+        "package": {"stagegate": __version__, "python": platform.python_version()},
+    }
+    run.store.write_bytes(
+        layout.FINAL_MODEL,
+        model.booster.model_to_string(num_iteration=model.best_iteration).encode(),
+    )
+    run.store.write_json(layout.MODEL_CARD, card)
+    return card
+
+
+def _params(model_spec: Any) -> dict[str, Any]:
+    from .fold import lightgbm_params
+
+    return lightgbm_params(model_spec, num_threads=1)

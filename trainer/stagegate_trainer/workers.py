@@ -1,0 +1,159 @@
+"""A small pool of long-lived worker processes that knows which task each worker runs.
+
+concurrent.futures' pool cannot say which task died with a killed worker (it breaks the whole
+pool), so a run could not retry just that fold. Here each worker has its own pipe: a result, an
+error or a death is always tied to one task, and a dead worker is replaced.
+
+Workers are spawned (not forked: the parent runs a progress-bar thread) and ignore SIGINT, so
+Ctrl-C reaches the parent alone, which then stops them in order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import traceback
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+Task = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass
+class Done:
+    key: Hashable
+    ok: bool
+    value: Any = None  # the function's return value when ok
+    error: str = ""  # one line when not ok
+
+
+def _serve(conn: Connection) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        fn, args, kwargs = message
+        try:
+            conn.send((True, fn(*args, **kwargs)))
+        except Exception as exc:  # reported to the parent, which decides on retries
+            last = traceback.extract_tb(exc.__traceback__)[-1:]
+            where = f" ({os.path.basename(last[0].filename)}:{last[0].lineno})" if last else ""
+            conn.send((False, f"{type(exc).__name__}: {exc}{where}"))
+
+
+@dataclass
+class _Worker:
+    process: BaseProcess
+    conn: Connection
+    key: Hashable | None = None
+
+
+class WorkerPool:
+    def __init__(self, size: int) -> None:
+        self._ctx = mp.get_context("spawn")
+        self._size = max(1, size)
+        self._workers: list[_Worker] = []
+
+    def _start(self) -> _Worker:
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(target=_serve, args=(child,), daemon=True)
+        process.start()
+        child.close()
+        worker = _Worker(process, parent)
+        self._workers.append(worker)
+        return worker
+
+    @property
+    def idle(self) -> int:
+        busy = sum(1 for w in self._workers if w.key is not None)
+        return self._size - busy
+
+    @property
+    def running(self) -> list[Hashable]:
+        return [w.key for w in self._workers if w.key is not None]
+
+    def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        worker = next((w for w in self._workers if w.key is None), None)
+        if worker is None:
+            if len(self._workers) >= self._size:
+                raise RuntimeError("no idle worker")
+            worker = self._start()
+        worker.key = key
+        worker.conn.send((fn, args, kwargs))
+
+    def pid_of(self, key: Hashable) -> int | None:
+        for w in self._workers:
+            if w.key == key:
+                return w.process.pid
+        return None
+
+    def wait(self, timeout: float | None) -> list[Done]:
+        """Results of tasks that ended (or whose worker died) within `timeout` seconds."""
+        busy = [w for w in self._workers if w.key is not None]
+        if not busy:
+            return []
+        handles: list[Any] = [w.conn for w in busy] + [w.process.sentinel for w in busy]
+        ready = set(wait(handles, timeout))
+        done: list[Done] = []
+        for w in busy:
+            key = w.key
+            if w.conn in ready:
+                try:
+                    ok, value = w.conn.recv()
+                except (EOFError, OSError):
+                    ok, value = False, None
+                if ok:
+                    done.append(Done(key, True, value))
+                    w.key = None
+                    continue
+                if value is not None:
+                    done.append(Done(key, False, error=value))
+                    w.key = None
+                    continue
+            if w.process.sentinel in ready or not w.process.is_alive():
+                w.process.join(timeout=1)
+                code = w.process.exitcode
+                done.append(Done(key, False, error=_death(code)))
+                self._workers.remove(w)
+        return done
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Terminate every worker: SIGTERM, then SIGKILL after `grace` seconds."""
+        for w in self._workers:
+            if w.process.is_alive():
+                w.process.terminate()
+        for w in self._workers:
+            w.process.join(timeout=grace)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(timeout=1)
+            w.conn.close()
+        self._workers.clear()
+
+    def close(self) -> None:
+        """Let idle workers exit; busy ones are stopped."""
+        for w in self._workers:
+            if w.key is None and w.process.is_alive():
+                try:
+                    w.conn.send(None)
+                except OSError:
+                    pass
+        self.stop()
+
+
+def _death(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"worker process killed by {name}"
+    return f"worker process exited with code {code}"
