@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
 from stagegate_trainer.data import DataError, cache_key, fetch_ohlcv_range, load_ohlcv
 from stagegate_trainer.store import RetryPolicy, open_store
+
 from tests.support.exchange import EXCHANGE_INFO, KLINES, ExchangeServer, shared_frame
 from tests.support.s3 import free_port
 
@@ -18,7 +18,7 @@ FAST = RetryPolicy(tries=3, base_delay=0.01, max_delay=0.05)
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 def ms(when: datetime) -> int:
@@ -95,7 +95,11 @@ def test_persistent_errors_give_up_with_one_line(exchange_server: ExchangeServer
     sleeps: list[float] = []
     with pytest.raises(DataError) as info:
         fetch_ohlcv_range(
-            "BTC/USDT", "M15", start=utc(2023, 6, 1), end=utc(2023, 6, 2), retry=FAST,
+            "BTC/USDT",
+            "M15",
+            start=utc(2023, 6, 1),
+            end=utc(2023, 6, 2),
+            retry=FAST,
             sleep=sleeps.append,
         )
     message = str(info.value)
@@ -109,24 +113,40 @@ def test_unreachable_exchange(monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(DataError, match=r"failed after 2 tries \(NetworkError"):
         fetch_ohlcv_range(
-            "BTC/USDT", "M15", start=utc(2023, 6, 1), api_url=url,
+            "BTC/USDT",
+            "M15",
+            start=utc(2023, 6, 1),
+            api_url=url,
             retry=RetryPolicy(2, 0.0, 0.0),
         )
 
 
 def test_empty_ranges(exchange_server: ExchangeServer) -> None:
     # Before BTC/USDT was listed: the exchange answers one empty page.
-    got = fetch_ohlcv_range("BTC/USDT", "M15", start=utc(2017, 1, 1), end=utc(2017, 2, 1),
-                            retry=FAST)
-    assert got.empty and list(got.columns)[0] == "timestamp"
+    got = fetch_ohlcv_range(
+        "BTC/USDT", "M15", start=utc(2017, 1, 1), end=utc(2017, 2, 1), retry=FAST
+    )
+    assert got.empty and list(got.columns) == [
+        "timestamp",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+    ]
     assert exchange_server.count(KLINES) == 1
     # end before start: nothing to ask.
     got = fetch_ohlcv_range("BTC/USDT", "M15", start=utc(2023, 2, 1), end=utc(2023, 1, 1))
     assert got.empty
     assert exchange_server.count(KLINES) == 1
     with pytest.raises(DataError, match="returned no bars"):
-        load_ohlcv(source="ccxt", symbol="BTC/USDT", timeframe="M15",
-                   start=utc(2017, 1, 1), end=utc(2017, 2, 1))
+        load_ohlcv(
+            source="ccxt",
+            symbol="BTC/USDT",
+            timeframe="M15",
+            start=utc(2017, 1, 1),
+            end=utc(2017, 2, 1),
+        )
 
 
 def test_unknown_market(exchange_server: ExchangeServer) -> None:
@@ -178,14 +198,16 @@ def test_the_forming_bar_is_never_fetched(exchange_server: ExchangeServer, tmp_p
 def test_loader_ccxt_resamples_and_caches(exchange_server: ExchangeServer, tmp_path: Path) -> None:
     cache = open_store(str(tmp_path))
     start, end = utc(2023, 3, 1), utc(2023, 3, 3, 23, 59)
-    loaded = load_ohlcv(source="ccxt", symbol="btc/usdt", timeframe="H4", start=start, end=end,
-                        cache=cache)
+    loaded = load_ohlcv(
+        source="ccxt", symbol="btc/usdt", timeframe="H4", start=start, end=end, cache=cache
+    )
     assert len(loaded.frame) == 18
     assert loaded.report.timeframe == "H4" and loaded.report.resampled_from is None
     assert loaded.frame["timestamp"].dt.hour.tolist()[:6] == [0, 4, 8, 12, 16, 20]
     raw = real_slice(start, end)
     assert loaded.frame["high"].iloc[0] == raw["high"].iloc[:16].max()
     assert loaded.report.origin == "ccxt:binance:BTC/USDT:4h"
-    again = load_ohlcv(source="ccxt", symbol="BTC/USDT", timeframe="H4", start=start, end=end,
-                       cache=cache)
+    again = load_ohlcv(
+        source="ccxt", symbol="BTC/USDT", timeframe="H4", start=start, end=end, cache=cache
+    )
     assert again.content_hash == loaded.content_hash

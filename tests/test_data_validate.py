@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from stagegate_trainer import timeframes
 from stagegate_trainer.data import DataError, resample_ohlcv, validate_ohlcv
+
 from tests.support.exchange import shared_frame, shared_ohlcv_path
 
 ORIGIN = "file:///data/BTC_USDT-15m.parquet"
@@ -41,7 +41,7 @@ def btc() -> tuple[pd.DataFrame, object]:
 
 
 def test_real_btc_report(btc: tuple[pd.DataFrame, object]) -> None:
-    frame, report = btc
+    _, report = btc
     r = report.as_dict()  # type: ignore[attr-defined]
     json.dumps(r)  # JSON-able
     assert r["rows_read"] == 222_910
@@ -88,7 +88,12 @@ def test_off_grid_bars_snap_to_the_nearest_slot(btc: tuple[pd.DataFrame, object]
     # The bar before the outage and the one after it border the longest gap.
     window = frame[(frame["timestamp"] >= "2018-02-08") & (frame["timestamp"] < "2018-02-09 11:00")]
     assert window["timestamp"].dt.strftime("%m-%d %H:%M").tolist() == [
-        "02-08 00:00", "02-08 00:15", "02-09 10:00", "02-09 10:15", "02-09 10:30", "02-09 10:45",
+        "02-08 00:00",
+        "02-08 00:15",
+        "02-09 10:00",
+        "02-09 10:15",
+        "02-09 10:30",
+        "02-09 10:45",
     ]
 
 
@@ -101,9 +106,7 @@ def test_real_btc_since_2019_matches_the_data_readme() -> None:
 
 
 def test_real_eth_zero_volume_bars() -> None:
-    _, report = validate_ohlcv(
-        shared_frame("ETH_USDT-15m.parquet"), "15m", origin="eth"
-    )
+    _, report = validate_ohlcv(shared_frame("ETH_USDT-15m.parquet"), "15m", origin="eth")
     assert report.zero_volume_bars == 154
     assert report.off_grid_snapped == 81
 
@@ -158,9 +161,7 @@ def test_gaps_are_counted_not_filled() -> None:
         ("volume", -1.0, "negative volume"),
     ],
 )
-def test_bad_bars_are_rejected_naming_file_and_time(
-    column: str, value: float, reason: str
-) -> None:
+def test_bad_bars_are_rejected_naming_file_and_time(column: str, value: float, reason: str) -> None:
     frame = bars("2024-03-01", 30)
     frame.loc[13, column] = value  # open 113, high 115, low 112, close 114
     frame.loc[20, "close"] = np.nan  # a later bad row: the first one is reported
@@ -177,8 +178,11 @@ def test_real_data_with_a_broken_row_is_rejected() -> None:
     raw = shared_frame().iloc[100_000:100_500].copy()
     when = raw["timestamp"].iloc[123]
     raw.loc[raw.index[123], "high"] = raw["low"].iloc[123] - 1.0
-    with pytest.raises(DataError, match=rf"{ORIGIN}: bad bar at {when:%Y-%m-%d %H:%M}:00 UTC: "
-                                        r"high < low"):
+    with pytest.raises(
+        DataError,
+        match=rf"{ORIGIN}: bad bar at {when:%Y-%m-%d %H:%M}:00 UTC: "
+        r"high < low",
+    ):
         validate_ohlcv(raw, "M15", origin=ORIGIN)
 
 
@@ -222,9 +226,7 @@ def test_resample_real_data_to_h1_at_utc_boundaries(btc: tuple[pd.DataFrame, obj
     assert hourly["timestamp"].iloc[-1] == pd.Timestamp("2023-12-31 23:00", tz="UTC")
     # A reference computed the slow way: pandas resample, keeping hours with all 4 bars.
     ref = frame.set_index("timestamp").resample("1h", label="left", closed="left")
-    agg = ref.agg(
-        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
-    )
+    agg = ref.agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
     counts = ref["open"].count()
     full = agg[counts == 4].reset_index()
     np.testing.assert_array_equal(hourly["timestamp"].to_numpy(), full["timestamp"].to_numpy())
@@ -243,7 +245,9 @@ def test_resample_h4_and_d1_boundaries_and_no_partial_last_bar() -> None:
     assert h4["timestamp"].iloc[-1] == pd.Timestamp("2024-01-03 16:00", tz="UTC")
     assert dropped4 == 2  # 00:00-04:00 on day 1 and 20:00-24:00 on day 3 are partial
     first = h4.iloc[0]
-    src = frame[(frame["timestamp"] >= "2024-01-01 04:00") & (frame["timestamp"] < "2024-01-01 08:00")]
+    src = frame[
+        (frame["timestamp"] >= "2024-01-01 04:00") & (frame["timestamp"] < "2024-01-01 08:00")
+    ]
     assert first["open"] == src["open"].iloc[0] and first["close"] == src["close"].iloc[-1]
     assert first["high"] == src["high"].max() and first["low"] == src["low"].min()
     assert first["volume"] == src["volume"].sum()
@@ -279,14 +283,20 @@ def test_resample_emits_exactly_the_complete_buckets(
         return
     out, dropped = resample_ohlcv(frame, "M15", target)
     per = timeframes.minutes(target) // 15
-    bucket = frame["timestamp"].dt.as_unit("ns").astype("int64") // (timeframes.minutes(target) * 60 * 10**9)
+    bucket = frame["timestamp"].dt.as_unit("ns").astype("int64") // (
+        timeframes.minutes(target) * 60 * 10**9
+    )
     sizes = bucket.value_counts()
     assert len(out) == int((sizes == per).sum())
     assert dropped == int((sizes < per).sum())
     for _, row in out.iterrows():
-        src = frame[(frame["timestamp"] >= row["timestamp"]) & (
-            frame["timestamp"] < row["timestamp"] + pd.Timedelta(minutes=timeframes.minutes(target))
-        )]
+        src = frame[
+            (frame["timestamp"] >= row["timestamp"])
+            & (
+                frame["timestamp"]
+                < row["timestamp"] + pd.Timedelta(minutes=timeframes.minutes(target))
+            )
+        ]
         assert len(src) == per
         assert row["high"] == src["high"].max() and row["low"] == src["low"].min()
         assert row["open"] == src["open"].iloc[0] and row["close"] == src["close"].iloc[-1]

@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-
 from stagegate_trainer.store import (
     ArtifactNotFoundError,
     ArtifactStore,
@@ -20,6 +19,7 @@ from stagegate_trainer.store import (
     StoreError,
     open_store,
 )
+
 from tests.support.s3 import free_port
 
 FAST = RetryPolicy(tries=3, base_delay=0.01, max_delay=0.05)
@@ -55,8 +55,8 @@ def _exercise(store: ArtifactStore) -> None:
     ]
     assert store.list("nothing/here") == []
     assert store.list() == sorted(
-        ["a/b.bin", "quick/summary.json"] + [f"quick/folds/{n}/metrics.json" for n in
-                                             ("00", "01", "10")]
+        ["a/b.bin", "quick/summary.json"]
+        + [f"quick/folds/{n}/metrics.json" for n in ("00", "01", "10")]
     )
 
     child = store.child("quick/folds")
@@ -64,7 +64,7 @@ def _exercise(store: ArtifactStore) -> None:
     assert child.list() == ["00/metrics.json", "01/metrics.json", "10/metrics.json"]
     assert child.uri("00/metrics.json") == store.uri("quick/folds/00/metrics.json")
 
-    with pytest.raises(ArtifactNotFoundError, match="missing.json"):
+    with pytest.raises(ArtifactNotFoundError, match=r"missing\.json"):
         store.read_bytes("missing.json")
     with pytest.raises(StoreError, match=r"'\.\.'"):
         store.read_bytes("../escape")
@@ -82,8 +82,11 @@ def test_local_store_behaviour(tmp_path: Path) -> None:
     assert isinstance(store, LocalStore)
     _exercise(store)
     # Nothing but the artifacts themselves is left on disk (no temporary files).
-    files = sorted(p.relative_to(tmp_path / "artifacts").as_posix()
-                   for p in (tmp_path / "artifacts").rglob("*") if p.is_file())
+    files = sorted(
+        p.relative_to(tmp_path / "artifacts").as_posix()
+        for p in (tmp_path / "artifacts").rglob("*")
+        if p.is_file()
+    )
     assert files == ["a/b.bin", "quick/summary.json"]
     assert not (tmp_path / "artifacts" / "quick" / "folds").exists()
 
@@ -205,7 +208,7 @@ def test_s3_missing_credentials(s3_bucket: str, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     store = open_store(f"{s3_bucket}/p", retry=FAST)
-    with pytest.raises(StoreError, match="no S3 credentials.*AWS_ACCESS_KEY_ID"):
+    with pytest.raises(StoreError, match=r"no S3 credentials.*AWS_ACCESS_KEY_ID"):
         store.read_bytes("x")
 
 
@@ -269,7 +272,7 @@ class _FlakyProxy:
 
             do_GET = do_PUT = do_HEAD = do_POST = do_DELETE = _handle
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -112,14 +112,29 @@ def _symbol_info(symbol: str, base: str, quote: str, tick: str, step: str) -> di
                 "maxQty": "100.00000000",
                 "stepSize": "0.00000000",
             },
-            {"filterType": "TRAILING_DELTA", "minTrailingAboveDelta": 10,
-             "maxTrailingAboveDelta": 2000, "minTrailingBelowDelta": 10,
-             "maxTrailingBelowDelta": 2000},
-            {"filterType": "PERCENT_PRICE_BY_SIDE", "bidMultiplierUp": "5",
-             "bidMultiplierDown": "0.2", "askMultiplierUp": "5", "askMultiplierDown": "0.2",
-             "avgPriceMins": 5},
-            {"filterType": "NOTIONAL", "minNotional": "5.00000000", "applyMinToMarket": True,
-             "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
+            {
+                "filterType": "TRAILING_DELTA",
+                "minTrailingAboveDelta": 10,
+                "maxTrailingAboveDelta": 2000,
+                "minTrailingBelowDelta": 10,
+                "maxTrailingBelowDelta": 2000,
+            },
+            {
+                "filterType": "PERCENT_PRICE_BY_SIDE",
+                "bidMultiplierUp": "5",
+                "bidMultiplierDown": "0.2",
+                "askMultiplierUp": "5",
+                "askMultiplierDown": "0.2",
+                "avgPriceMins": 5,
+            },
+            {
+                "filterType": "NOTIONAL",
+                "minNotional": "5.00000000",
+                "applyMinToMarket": True,
+                "maxNotional": "9000000.00000000",
+                "applyMaxToMarket": False,
+                "avgPriceMins": 5,
+            },
             {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
             {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": 5},
         ],
@@ -140,12 +155,20 @@ def exchange_info(server_time: int) -> dict[str, Any]:
         "timezone": "UTC",
         "serverTime": server_time,
         "rateLimits": [
-            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-             "limit": 6000},
+            {
+                "rateLimitType": "REQUEST_WEIGHT",
+                "interval": "MINUTE",
+                "intervalNum": 1,
+                "limit": 6000,
+            },
             {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
             {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
-            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5,
-             "limit": 61000},
+            {
+                "rateLimitType": "RAW_REQUESTS",
+                "interval": "MINUTE",
+                "intervalNum": 5,
+                "limit": 61000,
+            },
         ],
         "exchangeFilters": [],
         "symbols": [
@@ -302,7 +325,11 @@ class ExchangeServer:
             return 200, {}, _json(exchange_info(now))
         if path == KLINES:
             return self._klines(query)
-        return 404, {"Content-Type": "text/html"}, b"<html><body><h1>404 Not Found</h1></body></html>"
+        return (
+            404,
+            {"Content-Type": "text/html"},
+            b"<html><body><h1>404 Not Found</h1></body></html>",
+        )
 
     def _klines(self, query: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
         symbol = query.get("symbol", "")
@@ -317,10 +344,16 @@ class ExchangeServer:
             start = int(query["startTime"]) if "startTime" in query else None
             end = int(query["endTime"]) if "endTime" in query else None
         except ValueError:
-            return 400, {}, _json({"code": -1100, "msg": "Illegal characters found in a parameter."})
+            return (
+                400,
+                {},
+                _json({"code": -1100, "msg": "Illegal characters found in a parameter."}),
+            )
         if not 1 <= limit <= 1000:
-            return 400, {}, _json(
-                {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."}
+            return (
+                400,
+                {},
+                _json({"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."}),
             )
         step = _INTERVAL_MS[interval]
         candles = candles.at(step)
@@ -371,7 +404,7 @@ class ExchangeServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep pytest output clean
 
         return Handler

@@ -49,10 +49,15 @@ def _manifest(path: str, data: str | None, artifacts: str | None) -> TrainingJob
 
 
 manifest_arg = click.argument("manifest", type=click.Path(dir_okay=False))
-data_opt = click.option("--data", "data", metavar="URI", help="Read candles from this parquet/CSV "
-                        "(file path, file:// or s3://) instead of spec.data.")
-artifacts_opt = click.option("--artifacts", metavar="URI",
-                             help="Write the run here instead of spec.artifacts.uri.")
+data_opt = click.option(
+    "--data",
+    "data",
+    metavar="URI",
+    help="Read candles from this parquet/CSV (file path, file:// or s3://) instead of spec.data.",
+)
+artifacts_opt = click.option(
+    "--artifacts", metavar="URI", help="Write the run here instead of spec.artifacts.uri."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,17 +68,26 @@ def main() -> None:
 
 @main.command()
 @manifest_arg
-@click.option("--mode", type=click.Choice(["quick", "full", "sequential"]),
-              help="Override spec.mode.")
-@click.option("--approve", type=click.Choice(["ask", "auto", "yes", "no"]), default=None,
-              help="At the gate: ask (default on a terminal), auto (proceed when every gate "
-              "passes), yes (approve), no (stop at AwaitingApproval; default without a terminal).")
+@click.option(
+    "--mode", type=click.Choice(["quick", "full", "sequential"]), help="Override spec.mode."
+)
+@click.option(
+    "--approve",
+    type=click.Choice(["ask", "auto", "yes", "no"]),
+    default=None,
+    help="At the gate: ask (default on a terminal), auto (proceed when every gate "
+    "passes), yes (approve), no (stop at AwaitingApproval; default without a terminal).",
+)
 @click.option("--workers", type=click.IntRange(min=1), help="Worker processes (default: cores).")
 @data_opt
 @artifacts_opt
 @click.option("--fresh", is_flag=True, help="Delete an earlier run of this name first.")
-@click.option("--output", type=click.Choice(["text", "json"]), default="text",
-              help="json: print only the final status object on stdout.")
+@click.option(
+    "--output",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="json: print only the final status object on stdout.",
+)
 @friendly
 def run(
     manifest: str,
@@ -93,9 +107,7 @@ def run(
 
     parsed = _manifest(manifest, data, artifacts)
     if mode:
-        parsed = parsed.model_copy(
-            update={"spec": parsed.spec.model_copy(update={"mode": mode})}
-        )
+        parsed = parsed.model_copy(update={"spec": parsed.spec.model_copy(update={"mode": mode})})
     interactive = sys.stdin.isatty()
     approve_mode = approve or ("ask" if interactive else "no")
     if fresh:
@@ -124,13 +136,17 @@ def run(
 def _print_outcome(console: Any, status: dict[str, Any], code: int) -> None:
     phase = status["phase"]
     colour = {"Succeeded": "green", "AwaitingApproval": "yellow"}.get(phase, "red")
-    console.print(f"[bold {colour}]{phase}[/bold {colour}]: {status['message']}  "
-                  f"({status['elapsedSeconds']:.1f} s)")
+    console.print(
+        f"[bold {colour}]{phase}[/bold {colour}]: {status['message']}  "
+        f"({status['elapsedSeconds']:.1f} s)"
+    )
     for name, uri in status.get("artifacts", {}).items():
         console.print(f"  {name}: {uri}")
     if phase == "AwaitingApproval":
-        console.print("  approve with --approve yes (or --approve auto) and run the same command "
-                      "again; finished folds are kept")
+        console.print(
+            "  approve with --approve yes (or --approve auto) and run the same command "
+            "again; finished folds are kept"
+        )
     console.print(f"  exit code {code}")
 
 
@@ -153,15 +169,21 @@ def plan(manifest: str, data: str | None, output: str) -> None:
     spec = parsed.spec
     timeframe = spec.canonical_timeframe
     loaded = load_ohlcv(
-        source=spec.data.source, symbol=spec.symbol, timeframe=timeframe,
-        exchange=spec.data.exchange, uri=spec.data.uri, start=spec.data.start, end=spec.data.end,
+        source=spec.data.source,
+        symbol=spec.symbol,
+        timeframe=timeframe,
+        exchange=spec.data.exchange,
+        uri=spec.data.uri,
+        start=spec.data.start,
+        end=spec.data.end,
     )
     dataset = build_dataset(loaded.frame, spec.label, timeframe)
     ts = timestamps_ns(dataset).tolist()
     bar_ns = int(timeframes.bar(timeframe).total_seconds()) * 10**9
     plans = {
-        stage: plan_stage(stage, ts, bar_ns=bar_ns, spec=spec.stages.get(stage),
-                          purge_bars=spec.purge_bars(stage)).to_json()
+        stage: plan_stage(
+            stage, ts, bar_ns=bar_ns, spec=spec.stages.get(stage), purge_bars=spec.purge_bars(stage)
+        ).to_json()
         for stage in spec.stages_to_run()
     }
     if output == "json":
@@ -188,8 +210,10 @@ def prepare(manifest: str, data: str | None, artifacts: str | None) -> None:
     steps.claim(run_)
     doc = steps.prepare(run_)
     counts = {s: p["foldCount"] for s, p in doc["stages"].items()}
-    click.echo(f"prepared {run_.store.root_uri}: {doc['labelledRows']:,} labelled rows; folds "
-               + ", ".join(f"{s}={n}" for s, n in counts.items()))
+    click.echo(
+        f"prepared {run_.store.root_uri}: {doc['labelledRows']:,} labelled rows; folds "
+        + ", ".join(f"{s}={n}" for s, n in counts.items())
+    )
 
 
 @main.command()
@@ -202,8 +226,13 @@ def prepare(manifest: str, data: str | None, artifacts: str | None) -> None:
 @click.option("--force", is_flag=True, help="Recompute even when metrics.json exists.")
 @friendly
 def fold(
-    manifest: str, stage: str, number: int, data: str | None, artifacts: str | None,
-    threads: int | None, force: bool,
+    manifest: str,
+    stage: str,
+    number: int,
+    data: str | None,
+    artifacts: str | None,
+    threads: int | None,
+    force: bool,
 ) -> None:
     """Train and evaluate one fold (prepares the run first if needed)."""
     from . import steps
@@ -213,8 +242,13 @@ def fold(
     run_ = steps.open_run(_manifest(manifest, data, artifacts))
     steps.claim(run_)
     steps.prepare(run_)
-    outcome = steps.fold(run_, stage, number, num_threads=threads or available_cores(),  # type: ignore[arg-type]
-                         force=force)
+    outcome = steps.fold(
+        run_,
+        stage,
+        number,
+        num_threads=threads or available_cores(),  # type: ignore[arg-type]
+        force=force,
+    )
     suffix = " (kept from an earlier run; --force recomputes)" if outcome.skipped else ""
     click.echo(fold_line(outcome.metrics) + suffix)
 

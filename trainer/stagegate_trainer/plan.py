@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -161,9 +161,7 @@ def plan_stage(
             bisect_left(timestamps, test_end, lo=first_row),
         )
         if rows[1] > rows[0] and rows[3] > rows[2]:
-            folds.append(
-                Fold(0, train_start, train_end, test_start, test_end, rows[:2], rows[2:])
-            )
+            folds.append(Fold(0, train_start, train_end, test_start, test_end, rows[:2], rows[2:]))
         k += 1
 
     if not folds:

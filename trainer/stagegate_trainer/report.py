@@ -17,8 +17,15 @@ _BASELINE_TITLES = {
     "volatilityTime": "vol/time",
 }
 # Metrics shown as percentages; the others are plain numbers.
-_PERCENT = {"accuracy", "precision", "recall", "rocAuc", "hitRateTp1", "positiveRate",
-            "predictedPositiveRate"}
+_PERCENT = {
+    "accuracy",
+    "precision",
+    "recall",
+    "rocAuc",
+    "hitRateTp1",
+    "positiveRate",
+    "predictedPositiveRate",
+}
 
 
 def fmt(metric: str, value: float | None) -> str:

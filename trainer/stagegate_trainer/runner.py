@@ -15,8 +15,14 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.progress import TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from . import layout, steps
 from .report import fold_line, print_summary
@@ -104,9 +110,11 @@ class LocalRunner:
         if approve == "auto":
             spec = manifest.spec
             manifest = manifest.model_copy(
-                update={"spec": spec.model_copy(
-                    update={"approval": spec.approval.model_copy(update={"policy": "auto"})}
-                )}
+                update={
+                    "spec": spec.model_copy(
+                        update={"approval": spec.approval.model_copy(update={"policy": "auto"})}
+                    )
+                }
             )
         self.cores = available_cores()
         self.workers = max(1, workers or self.cores)
@@ -146,7 +154,7 @@ class LocalRunner:
         stages: dict[str, StageObservation] = {}
         for stage in self.spec.stages_to_run():
             done = steps.finished_folds(self.run, stage) if plan else {}
-            count = len(plan["stages"][stage]["folds"]) if plan else None
+            count = len(steps.stage_plan_json(plan, stage)["folds"]) if plan else None
             folds = {
                 n: self._step(("fold", (stage, n)), running, n in done)
                 for n in range(1, (count or 0) + 1)
@@ -167,10 +175,12 @@ class LocalRunner:
         return Observation(stages, final, self.approval, cancelled)
 
     def _step(self, key: tuple[str, Any], running: set[Any], done: bool) -> Step:
-        if done:
-            return Step("succeeded", self.failures.get(key, 0))
+        # A step counts as running until its worker has been collected, even when its result
+        # is already in the store: the worker is busy until then.
         if key in running:
             return Step("running", self.failures.get(key, 0), self.errors.get(key))
+        if done:
+            return Step("succeeded", self.failures.get(key, 0))
         failures = self.failures.get(key, 0)
         return Step("failed" if failures else "absent", failures, self.errors.get(key))
 
@@ -183,7 +193,11 @@ class LocalRunner:
             self._stage_clock(action.stage)
             pool.submit(
                 ("fold", (action.stage, action.fold)),
-                _fold_step, self.manifest, action.stage, action.fold, threads,
+                _fold_step,
+                self.manifest,
+                action.stage,
+                action.fold,
+                threads,
             )
         elif isinstance(action, StartFinal):
             by = (self.approval_record or {}).get("by", "gates")
@@ -222,13 +236,22 @@ class LocalRunner:
         t0 = time.perf_counter()
         steps.claim(self.run)
         if self.approval == "approved":
-            self.approval_record = {"decision": "approved", "by": "flag:--approve=yes",
-                                    "at": started}
+            self.approval_record = {
+                "decision": "approved",
+                "by": "flag:--approve=yes",
+                "at": started,
+            }
         pool = WorkerPool(self.workers)
         progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=self.console, transient=False, disable=not self.show_progress,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+            disable=not self.show_progress,
         )
         bars: dict[str, TaskID] = {}
         decision = Decision("Pending")
@@ -319,7 +342,9 @@ class LocalRunner:
     ) -> dict[str, Any]:
         store = self.run.store
         plan = store.read_json(layout.PLAN) if store.exists(layout.PLAN) else None
-        plans = plan["stages"] if plan else {}
+        plans = (
+            {s: steps.stage_plan_json(plan, s) for s in self.spec.stages_to_run()} if plan else {}
+        )
         metrics = {s: steps.finished_folds(self.run, s) for s in plans}
         summaries = {
             s: store.read_json(layout.stage_summary(s))

@@ -149,8 +149,9 @@ class GatesSpec(_Model):
     min_roc_auc: float = Field(0.61, ge=0, le=1)
     min_f1: float = Field(0.45, ge=0, le=1)
     must_beat_baselines: bool = Field(
-        True, description="Accuracy, F1 and ROC AUC must beat the majority, always-positive and "
-        "volatility/time-of-day baselines."
+        True,
+        description="Accuracy, F1 and ROC AUC must beat the majority, always-positive and "
+        "volatility/time-of-day baselines.",
     )
 
 
@@ -196,7 +197,8 @@ class SecretRef(_Model):
 class ArtifactsSpec(_Model):
     uri: str = Field(
         "stagegate-runs",
-        description="s3://bucket/prefix, file:///path or a local folder; runs go under <namespace>/<name>/<uid>.",
+        description="s3://bucket/prefix, file:///path or a local folder; "
+        "each run goes under <namespace>/<name>/<uid>.",
     )
     secret_ref: SecretRef | None = Field(
         None, description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL."

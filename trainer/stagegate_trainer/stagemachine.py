@@ -158,14 +158,14 @@ def _run_stage(spec: TrainingJobSpec, stage: StageName, obs: Observation) -> Dec
                 "Failed", (StopRunning(),), _with(reason, step.error), stage, done, total
             )
     if done == total:
-        return Decision(phase, (Summarise(stage),), f"summarising the {stage} stage", stage,
-                        done, total)
+        return Decision(
+            phase, (Summarise(stage),), f"summarising the {stage} stage", stage, done, total
+        )
     running = sum(1 for s in steps.values() if s.state == "running")
     free = max(spec.parallelism - running, 0)
     waiting = [n for n, s in sorted(steps.items()) if s.state in ("absent", "failed")]
     actions = tuple(StartFold(stage, n, steps[n].failures + 1) for n in waiting[:free])
-    return Decision(phase, actions, f"{stage} stage: {done}/{total} folds done", stage, done,
-                    total)
+    return Decision(phase, actions, f"{stage} stage: {done}/{total} folds done", stage, done, total)
 
 
 def _with(reason: str, error: str | None) -> str:
@@ -183,11 +183,17 @@ def decide(spec: TrainingJobSpec, obs: Observation) -> Decision:
         if stage == "full" and "quick" in stages:
             verdict = _gate(spec, "full", bool(obs.stage("quick").summary_passed), obs)
             if verdict.decision == "rejected":
-                return Decision("Rejected", (StopRunning(),), _rejection("quick", verdict),
-                                gate=verdict)
+                return Decision(
+                    "Rejected", (StopRunning(),), _rejection("quick", verdict), gate=verdict
+                )
             if verdict.decision == "waiting":
-                return Decision("AwaitingApproval", (), "quick stage done; waiting for approval",
-                                "quick", gate=verdict)
+                return Decision(
+                    "AwaitingApproval",
+                    (),
+                    "quick stage done; waiting for approval",
+                    "quick",
+                    gate=verdict,
+                )
         unfinished = _run_stage(spec, stage, obs)
         if unfinished is not None:
             if not any(s.state != "absent" for s in _all_steps(obs)) and spec.suspend:
@@ -201,8 +207,13 @@ def decide(spec: TrainingJobSpec, obs: Observation) -> Decision:
     if verdict.decision == "rejected":
         return Decision("Rejected", (StopRunning(),), _rejection("full", verdict), gate=verdict)
     if verdict.decision == "waiting":
-        return Decision("AwaitingApproval", (), "full stage failed its gates; approve to train "
-                        "the final model anyway", "full", gate=verdict)
+        return Decision(
+            "AwaitingApproval",
+            (),
+            "full stage failed its gates; approve to train the final model anyway",
+            "full",
+            gate=verdict,
+        )
     if spec.suspend:
         return Decision("Full", (StopRunning(),), "suspended before the final model", "full")
     final = obs.final
@@ -214,8 +225,9 @@ def decide(spec: TrainingJobSpec, obs: Observation) -> Decision:
     if not may:
         reason = f"final model failed after {final.failures} attempts"
         return Decision("Failed", (StopRunning(),), _with(reason, final.error))
-    return Decision("Full", (StartFinal(attempt),), "training the final model", "full",
-                    gate=verdict)
+    return Decision(
+        "Full", (StartFinal(attempt),), "training the final model", "full", gate=verdict
+    )
 
 
 def _rejection(stage: str, verdict: GateVerdict) -> str:

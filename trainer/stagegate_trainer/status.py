@@ -129,8 +129,12 @@ def build_status(
 def _state(step: Any) -> str:
     if step is None:
         return "Pending"
-    return {"absent": "Pending", "running": "Running", "succeeded": "Succeeded",
-            "failed": "Retrying"}[step.state]
+    return {
+        "absent": "Pending",
+        "running": "Running",
+        "succeeded": "Succeeded",
+        "failed": "Retrying",
+    }[step.state]
 
 
 def _conditions(
@@ -143,22 +147,56 @@ def _conditions(
     wanted: list[dict[str, str]] = []
     if "quick" in summaries:
         passed = bool(summaries["quick"]["passed"])
-        wanted.append(_condition("QuickPassed", passed, "GatesPassed" if passed else
-                                 "GatesFailed", "quick stage gates", now))
+        wanted.append(
+            _condition(
+                "QuickPassed",
+                passed,
+                "GatesPassed" if passed else "GatesFailed",
+                "quick stage gates",
+                now,
+            )
+        )
     if "full" in summaries:
         passed = bool(summaries["full"]["passed"])
-        wanted.append(_condition("FullPassed", passed, "GatesPassed" if passed else
-                                 "GatesFailed", "full stage gates", now))
+        wanted.append(
+            _condition(
+                "FullPassed",
+                passed,
+                "GatesPassed" if passed else "GatesFailed",
+                "full stage gates",
+                now,
+            )
+        )
     if approval and approval.get("decision") in ("approved", "rejected"):
         ok = approval["decision"] == "approved"
-        wanted.append(_condition("Approved", ok, str(approval.get("by", "")).replace(":", "")
-                                 .title() or "Annotation", approval["decision"], now))
+        wanted.append(
+            _condition(
+                "Approved",
+                ok,
+                str(approval.get("by", "")).replace(":", "").title() or "Annotation",
+                approval["decision"],
+                now,
+            )
+        )
     done = decision.phase in TERMINAL
-    wanted.append(_condition("Complete", decision.phase == "Succeeded",
-                             decision.phase if done else "InProgress", decision.message, now))
-    wanted.append(_condition("Failed", decision.phase == "Failed",
-                             "Failed" if decision.phase == "Failed" else "NoFailure",
-                             decision.message if decision.phase == "Failed" else "", now))
+    wanted.append(
+        _condition(
+            "Complete",
+            decision.phase == "Succeeded",
+            decision.phase if done else "InProgress",
+            decision.message,
+            now,
+        )
+    )
+    wanted.append(
+        _condition(
+            "Failed",
+            decision.phase == "Failed",
+            "Failed" if decision.phase == "Failed" else "NoFailure",
+            decision.message if decision.phase == "Failed" else "",
+            now,
+        )
+    )
     # Keep lastTransitionTime when a condition's status did not change, as Kubernetes does.
     old = {c["type"]: c for c in previous or []}
     for condition in wanted:

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__, layout, timeframes
-from .plan import StagePlan, plan_stage
+from .plan import PlanError, StagePlan, plan_stage
 from .spec import (
+    STAGES,
     DataSpec,
     StageName,
     TrainingJobManifest,
@@ -150,16 +151,22 @@ def prepare(run: Run) -> dict[str, Any]:
 
     ts = timestamps_ns(dataset).tolist()
     bar_ns = int(timeframes.bar(timeframe).total_seconds()) * 10**9
-    stages = {
-        stage: plan_stage(
-            stage,
-            ts,
-            bar_ns=bar_ns,
-            spec=spec.stages.get(stage),
-            purge_bars=spec.purge_bars(stage),
-        ).to_json()
-        for stage in spec.stages_to_run()
-    }
+    # Every stage is planned, whatever the mode, so one run folder serves a later run of
+    # another mode; a stage that cannot fit a fold is an error only when it is to run.
+    stages: dict[str, Any] = {}
+    for stage in STAGES:
+        try:
+            stages[stage] = plan_stage(
+                stage,
+                ts,
+                bar_ns=bar_ns,
+                spec=spec.stages.get(stage),
+                purge_bars=spec.purge_bars(stage),
+            ).to_json()
+        except PlanError as exc:
+            if stage in spec.stages_to_run():
+                raise
+            stages[stage] = {"stage": stage, "error": str(exc)}
     plan = {
         "symbol": spec.symbol,
         "timeframe": timeframe,
@@ -173,9 +180,16 @@ def prepare(run: Run) -> dict[str, Any]:
     return plan
 
 
+def stage_plan_json(plan: dict[str, Any], stage: str) -> dict[str, Any]:
+    """One stage's plan from plan.json; PlanError when that stage could not be planned."""
+    entry: dict[str, Any] = plan["stages"][stage]
+    if "error" in entry:
+        raise PlanError(entry["error"])
+    return entry
+
+
 def stage_plan(run: Run, stage: StageName) -> StagePlan:
-    plan = run.store.read_json(layout.PLAN)
-    return StagePlan.from_json(plan["stages"][stage])
+    return StagePlan.from_json(stage_plan_json(run.store.read_json(layout.PLAN), stage))
 
 
 @dataclass(frozen=True)
@@ -208,7 +222,9 @@ def fold(
         num_threads=num_threads,
     )
     metrics = {"stage": stage, "folds": len(plan.folds), **result.metrics}
-    run.store.write_bytes(layout.fold_predictions(stage, number), to_parquet_bytes(result.predictions))
+    run.store.write_bytes(
+        layout.fold_predictions(stage, number), to_parquet_bytes(result.predictions)
+    )
     run.store.write_bytes(layout.fold_model(stage, number), result.model_text.encode())
     # metrics.json last: its presence is what marks the fold done.
     run.store.write_json(key, metrics)

@@ -161,9 +161,7 @@ class LocalStore(ArtifactStore):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(
-                f"cannot create folder {folder}: {exc.strerror or exc}"
-            ) from None
+            raise StoreError(f"cannot create folder {folder}: {exc.strerror or exc}") from None
         # The temporary file lives in the target folder so os.replace is a same-filesystem
         # rename, which POSIX guarantees atomic: no reader ever sees a half-written artifact.
         try:
@@ -250,9 +248,7 @@ class _S3Connection:
         self.bucket = bucket
         self.retry = retry
         self.sleep = sleep
-        self.endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-            "AWS_ENDPOINT_URL"
-        )
+        self.endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         self._client: Any = None
         self._bucket_checked = False
 
@@ -494,7 +490,7 @@ def open_store(
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    """Split an object URI into (store root URI, key): `s3://b/p/x.parquet` -> (`s3://b/p`, `x.parquet`)."""
+    """Split an object URI into (store root, key): `s3://b/p/x.pq` -> (`s3://b/p`, `x.pq`)."""
     parent, _, name = uri.rstrip("/").rpartition("/")
     if not name or parent in ("s3:/", "s3:", "file:/", "file:"):
         raise StoreError(f"URI {uri!r} does not name an object")

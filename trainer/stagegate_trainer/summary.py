@@ -49,12 +49,24 @@ def evaluate_gates(
     ]
     if gates.must_beat_baselines:
         checks += [
-            ("beatsMajority", "accuracy", mean(model, "accuracy"),
-             mean(baselines["majority"], "accuracy")),
-            ("beatsAlwaysPositive", "f1", mean(model, "f1"),
-             mean(baselines["alwaysPositive"], "f1")),
-            ("beatsVolatilityTime", "rocAuc", mean(model, "rocAuc"),
-             mean(baselines["volatilityTime"], "rocAuc")),
+            (
+                "beatsMajority",
+                "accuracy",
+                mean(model, "accuracy"),
+                mean(baselines["majority"], "accuracy"),
+            ),
+            (
+                "beatsAlwaysPositive",
+                "f1",
+                mean(model, "f1"),
+                mean(baselines["alwaysPositive"], "f1"),
+            ),
+            (
+                "beatsVolatilityTime",
+                "rocAuc",
+                mean(model, "rocAuc"),
+                mean(baselines["volatilityTime"], "rocAuc"),
+            ),
         ]
     results = []
     for name, metric, value, threshold in checks:
@@ -64,8 +76,13 @@ def evaluate_gates(
         else:
             passed = value is not None and threshold is not None and value >= threshold
         results.append(
-            {"gate": name, "metric": metric, "value": value, "threshold": threshold,
-             "passed": passed}
+            {
+                "gate": name,
+                "metric": metric,
+                "value": value,
+                "threshold": threshold,
+                "passed": passed,
+            }
         )
     return results
 

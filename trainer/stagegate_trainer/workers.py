@@ -10,6 +10,7 @@ Ctrl-C reaches the parent alone, which then stops them in order.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -142,10 +143,8 @@ class WorkerPool:
         """Let idle workers exit; busy ones are stopped."""
         for w in self._workers:
             if w.key is None and w.process.is_alive():
-                try:
+                with contextlib.suppress(OSError):
                     w.conn.send(None)
-                except OSError:
-                    pass
         self.stop()
 
 

@@ -6,7 +6,13 @@ from stagegate_trainer.data.errors import DataError
 from stagegate_trainer.data.loader import SOURCES, LoadedData, content_hash, load_ohlcv
 from stagegate_trainer.data.resample import resample_ohlcv
 from stagegate_trainer.data.uri import read_table
-from stagegate_trainer.data.validate import OHLCV_COLUMNS, DataReport, describe, validate_ohlcv
+from stagegate_trainer.data.validate import (
+    OHLCV_COLUMNS,
+    DataReport,
+    describe,
+    infer_timeframe,
+    validate_ohlcv,
+)
 
 __all__ = [
     "BUNDLED_TIMEFRAME",
@@ -21,6 +27,7 @@ __all__ = [
     "content_hash",
     "describe",
     "fetch_ohlcv_range",
+    "infer_timeframe",
     "load_ohlcv",
     "read_table",
     "resample_ohlcv",

@@ -15,7 +15,7 @@ import io
 import os
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,7 +43,7 @@ def to_ms(when: datetime | None) -> int | None:
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return int(pd.Timestamp(when).as_unit("ms").value // _NS_PER_MS)
 
 
@@ -239,8 +239,10 @@ def fetch_ohlcv_range(
     new = [f for f in fetched if len(f)]
     merged = cached
     if new:
-        merged = pd.concat([cached, *new], ignore_index=True) if len(cached) else pd.concat(
-            new, ignore_index=True
+        merged = (
+            pd.concat([cached, *new], ignore_index=True)
+            if len(cached)
+            else pd.concat(new, ignore_index=True)
         )
         # Fresh bars win over cached ones with the same open time.
         merged = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ from stagegate_trainer.data.validate import (
     VALUE_COLUMNS,
     DataReport,
     describe,
+    infer_timeframe,
     validate_ohlcv,
 )
 from stagegate_trainer.store import ArtifactStore
@@ -62,7 +63,7 @@ def _utc(when: datetime | None, name: str) -> pd.Timestamp | None:
     if not isinstance(when, datetime):
         raise DataError(f"{name} must be a datetime, got {type(when).__name__}")
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return pd.Timestamp(when).tz_convert("UTC")
 
 
@@ -112,8 +113,9 @@ def load_ohlcv(
             raise DataError(f"data.source file needs a path or file:// URI, got {uri!r}")
         origin = uri
         raw = read_table(uri)
-        # A file carries no timeframe tag: its bars are taken to be at the requested one.
-        source_tf = tf
+        source_tf = infer_timeframe(raw, origin=origin, default=tf)
+        if timeframes.minutes(source_tf) > timeframes.minutes(tf):
+            raise DataError(f"{origin}: holds {source_tf} bars; {tf} cannot be made from them")
     else:
         raise DataError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
 

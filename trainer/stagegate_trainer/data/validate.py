@@ -238,6 +238,27 @@ def describe(frame: pd.DataFrame, timeframe: str, *, origin: str, rows_read: int
     )
 
 
+def infer_timeframe(frame: pd.DataFrame, *, origin: str, default: str) -> str:
+    """The timeframe of a table from its most common step between bars.
+
+    Files carry no timeframe tag; taking their bars to be at the requested timeframe would
+    silently snap 15-minute bars onto an hourly grid. `default` is used for a single bar.
+    """
+    table = _columns(frame, origin)
+    ts = np.unique(timestamps_ns(table["timestamp"], origin=origin))
+    if len(ts) < 2:
+        return timeframes.canonical(default)
+    steps, counts = np.unique(np.diff(ts), return_counts=True)
+    step_min = int(steps[np.argmax(counts)]) / _NS_PER_MINUTE
+    for name, minutes in timeframes.MINUTES.items():
+        if minutes == step_min:
+            return name
+    raise DataError(
+        f"{origin}: bars are {step_min:g} minutes apart, which is no supported timeframe "
+        f"({', '.join(timeframes.MINUTES)})"
+    )
+
+
 def validate_ohlcv(
     frame: pd.DataFrame, timeframe: str, *, origin: str
 ) -> tuple[pd.DataFrame, DataReport]:
