@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.support.s3",
     "tests.support.exchange",
+    "tests.support.kube",
+    "tests.support.runs",
 ]

@@ -17,8 +17,8 @@ from tests.support.s3 import free_port
 FAST = RetryPolicy(tries=3, base_delay=0.01, max_delay=0.05)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def ms(when: datetime) -> int:
@@ -211,3 +211,25 @@ def test_loader_ccxt_resamples_and_caches(exchange_server: ExchangeServer, tmp_p
         source="ccxt", symbol="BTC/USDT", timeframe="H4", start=start, end=end, cache=cache
     )
     assert again.content_hash == loaded.content_hash
+
+
+def test_a_damaged_cache_is_refetched(exchange_server: ExchangeServer, tmp_path: Path) -> None:
+    cache = open_store(str(tmp_path))
+    key = cache_key("binance", "BTC/USDT", "M15")
+    cache.write_bytes(key, b"PAR1 torn write")
+    start, end = utc(2023, 4, 1), utc(2023, 4, 1, 23, 45)
+    got = fetch_ohlcv_range("BTC/USDT", "M15", start=start, end=end, cache=cache)
+    assert_same_bars(got, real_slice(start, end))
+    assert exchange_server.count(KLINES) == 1
+    assert cache.read_bytes(key)[:4] == b"PAR1" and len(cache.read_bytes(key)) > 1000
+
+
+def test_an_unwritable_cache_is_a_data_error(
+    exchange_server: ExchangeServer, tmp_path: Path
+) -> None:
+    (tmp_path / "cache").write_text("a file where the cache folder should be")
+    cache = open_store(str(tmp_path / "cache"))
+    with pytest.raises(DataError, match="cannot update the candle cache: cannot create folder"):
+        fetch_ohlcv_range(
+            "BTC/USDT", "M15", start=utc(2023, 4, 1), end=utc(2023, 4, 2), cache=cache
+        )

@@ -335,7 +335,7 @@ class Api:
             new = merged
         elif subresource is not None:
             raise errors.method_not_allowed()
-        elif rt.has_status(version) or rt.builtin and "status" in rt.subresources:
+        elif rt.has_status(version) or (rt.builtin and "status" in rt.subresources):
             if "status" in old:
                 new["status"] = deep(old["status"])
             else:
@@ -360,7 +360,7 @@ class Api:
         if opts.dry_run:
             return self._present(rt, version, new)
         if meta.get("deletionTimestamp") and not meta.get("finalizers") \
-                and not self._graceful_pending(rt, new):
+                and not self._graceful_pending(rt, new) and rt.key != NS_KEY:
             final = self.store.remove(rt.key, meta.get("namespace", ""), meta["name"], final=new)
             assert final is not None
             builtins_logic.after_delete(self, rt, final)
@@ -427,7 +427,8 @@ class Api:
         elif policy == "Orphan" and has_dependents:
             finalizers.append(ORPHAN)
         grace = builtins_logic.grace_period(rt, obj, options.get("gracePeriodSeconds"))
-        if not finalizers and not grace:
+        # Namespaces always pass through Terminating: their contents are deleted first.
+        if not finalizers and not grace and rt.key != NS_KEY:
             if dry_run:
                 return self._present(rt, version, obj), True
             final = self.store.remove(rt.key, namespace or "", name)

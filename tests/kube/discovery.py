@@ -121,9 +121,18 @@ def openapi_document(api: Api, group: str, version: str) -> Obj | None:
         base += f"namespaces/{{namespace}}/{rt.plural}" if rt.namespaced else rt.plural
         ref = {"content": {"application/json": {"schema": {"$ref":
                                                               f"#/components/schemas/{name}"}}}}
-        op = {"parameters": params, "responses": {"200": {"description": "OK", **ref}}}
-        paths[base] = {"post": op}
-        paths[base + "/{name}"] = {"get": op, "put": op, "patch": op, "delete": op}
+        gvk = {"group": rt.group, "version": version, "kind": rt.kind}
+
+        def op(action: str, gvk: Obj = gvk, ref: Obj = ref) -> Obj:
+            # kubectl finds the PATCH operation of a kind by this extension on the operation,
+            # then checks that it takes `fieldValidation` before asking for server validation.
+            return {"parameters": params, "x-kubernetes-action": action,
+                    "x-kubernetes-group-version-kind": gvk,
+                    "responses": {"200": {"description": "OK", **ref}}}
+
+        paths[base] = {"post": op("post"), "get": op("list")}
+        paths[base + "/{name}"] = {"get": op("get"), "put": op("put"), "patch": op("patch"),
+                                   "delete": op("delete")}
     return {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes (Stagegate emulator)", "version": "v1.35.0"},

@@ -229,7 +229,7 @@ class Kubelet:
             state.state = {"terminated": terminated}
             state.proc = None
             restart = not run.deleting.is_set() and (
-                policy == "Always" or policy == "OnFailure" and exit_code != 0)
+                policy == "Always" or (policy == "OnFailure" and exit_code != 0))
             if not restart:
                 state.done = True
                 self._write_status(run, pod, None)
@@ -324,7 +324,7 @@ class Kubelet:
             return _field_ref(pod, source["fieldRef"]["fieldPath"])
         if "resourceFieldRef" in source:
             ref = source["resourceFieldRef"]
-            limits = next((c.get("resources", {}).get("limits", {})
+            limits: Obj = next((c.get("resources", {}).get("limits", {})
                            for c in pod["spec"]["containers"]
                            if c["name"] == ref.get("containerName", spec["name"])), {})
             resource = ref["resource"].split(".", 1)[1] if "." in ref["resource"] else \

@@ -14,7 +14,7 @@ Schema = dict[str, Any]
 
 # Schema builders keep the built-in definitions short.
 S: Schema = {"type": "string"}
-I: Schema = {"type": "integer"}
+INT: Schema = {"type": "integer"}
 B: Schema = {"type": "boolean"}
 ANY: Schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 INT_OR_STR: Schema = {"x-kubernetes-int-or-string": True}
@@ -43,8 +43,9 @@ OWNER_REF = obj(
 
 OBJECT_META = obj({
     "name": S, "generateName": S, "namespace": S, "selfLink": S, "uid": S,
-    "resourceVersion": S, "generation": I, "creationTimestamp": {"type": "string", "nullable": True},
-    "deletionTimestamp": S, "deletionGracePeriodSeconds": I, "labels": STR_MAP,
+    "resourceVersion": S, "generation": INT,
+    "creationTimestamp": {"type": "string", "nullable": True},
+    "deletionTimestamp": S, "deletionGracePeriodSeconds": INT, "labels": STR_MAP,
     "annotations": STR_MAP, "ownerReferences": arr(OWNER_REF), "finalizers": strs(),
     "managedFields": arr(ANY),
 })
@@ -67,7 +68,8 @@ ENV_FROM = obj({
 })
 CONTAINER = obj({
     "name": S, "image": S, "command": strs(), "args": strs(), "workingDir": S,
-    "ports": arr(obj({"name": S, "containerPort": I, "hostPort": I, "hostIP": S, "protocol": S},
+    "ports": arr(obj({"name": S, "containerPort": INT, "hostPort": INT, "hostIP": S,
+                      "protocol": S},
                      required=("containerPort",))),
     "env": arr(ENV_VAR), "envFrom": arr(ENV_FROM),
     "resources": obj({"limits": {"type": "object", "additionalProperties": INT_OR_STR},
@@ -85,13 +87,13 @@ POD_SPEC = obj({
     "volumes": arr(obj({"name": S}, required=("name",)) | {"x-kubernetes-preserve-unknown-fields":
                                                             True}),
     "initContainers": arr(CONTAINER), "containers": arr(CONTAINER),
-    "ephemeralContainers": arr(ANY), "restartPolicy": S, "terminationGracePeriodSeconds": I,
-    "activeDeadlineSeconds": I, "dnsPolicy": S, "nodeSelector": STR_MAP,
+    "ephemeralContainers": arr(ANY), "restartPolicy": S, "terminationGracePeriodSeconds": INT,
+    "activeDeadlineSeconds": INT, "dnsPolicy": S, "nodeSelector": STR_MAP,
     "serviceAccountName": S, "serviceAccount": S, "automountServiceAccountToken": B,
     "nodeName": S, "hostNetwork": B, "hostPID": B, "hostIPC": B, "shareProcessNamespace": B,
     "securityContext": ANY, "imagePullSecrets": arr(obj({"name": S})), "hostname": S,
     "subdomain": S, "affinity": ANY, "schedulerName": S, "tolerations": arr(ANY),
-    "hostAliases": arr(ANY), "priorityClassName": S, "priority": I, "dnsConfig": ANY,
+    "hostAliases": arr(ANY), "priorityClassName": S, "priority": INT, "dnsConfig": ANY,
     "readinessGates": arr(ANY), "runtimeClassName": S, "enableServiceLinks": B,
     "preemptionPolicy": S, "overhead": ANY, "topologySpreadConstraints": arr(ANY),
     "setHostnameAsFQDN": B, "os": ANY, "hostUsers": B, "schedulingGates": arr(ANY),
@@ -104,10 +106,10 @@ LABEL_SELECTOR = obj({
                                 required=("key", "operator"))),
 })
 JOB_SPEC = obj({
-    "parallelism": I, "completions": I, "activeDeadlineSeconds": I, "podFailurePolicy": ANY,
-    "successPolicy": ANY, "backoffLimit": I, "backoffLimitPerIndex": I, "maxFailedIndexes": I,
+    "parallelism": INT, "completions": INT, "activeDeadlineSeconds": INT, "podFailurePolicy": ANY,
+    "successPolicy": ANY, "backoffLimit": INT, "backoffLimitPerIndex": INT, "maxFailedIndexes": INT,
     "selector": LABEL_SELECTOR, "manualSelector": B, "template": POD_TEMPLATE,
-    "ttlSecondsAfterFinished": I, "completionMode": S, "suspend": B, "podReplacementPolicy": S,
+    "ttlSecondsAfterFinished": INT, "completionMode": S, "suspend": B, "podReplacementPolicy": S,
     "managedBy": S,
 }, required=("template",))
 
@@ -127,7 +129,7 @@ BUILTIN_SCHEMAS: dict[str, Schema] = {
                                "resourceVersion": S, "fieldPath": S}),
         "reason": S, "message": S, "source": obj({"component": S, "host": S}),
         "firstTimestamp": {"type": "string", "nullable": True},
-        "lastTimestamp": {"type": "string", "nullable": True}, "count": I, "type": S,
+        "lastTimestamp": {"type": "string", "nullable": True}, "count": INT, "type": S,
         "eventTime": {"type": "string", "nullable": True}, "series": ANY, "action": S,
         "related": ANY, "reportingComponent": S, "reportingInstance": S,
     }),

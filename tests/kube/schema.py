@@ -47,8 +47,8 @@ def prune(value: Any, schema: Schema | None, path: str, unknown: list[str], *, r
 
     Returns the pruned value (the input is modified in place where it is a dict or list).
     """
-    if schema is None or _is_preserve(schema) and not _props(schema) and "items" not in schema \
-            and not isinstance(schema.get("additionalProperties"), dict):
+    if schema is None or (_is_preserve(schema) and not _props(schema) and "items" not in schema \
+            and not isinstance(schema.get("additionalProperties"), dict)):
         return value
     if schema.get("x-kubernetes-int-or-string"):
         return value
@@ -88,8 +88,8 @@ def apply_defaults(value: Any, schema: Schema | None) -> Any:
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         for key, sub in props.items():
-            if "default" in sub and (key not in value or value[key] is None
-                                     and not sub.get("nullable")):
+            if "default" in sub and (key not in value or (value[key] is None
+                                     and not sub.get("nullable"))):
                 value[key] = json.loads(json.dumps(sub["default"]))
             if key in value:
                 value[key] = apply_defaults(value[key], sub)
@@ -139,8 +139,8 @@ _JSON_TYPES = {
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
     "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool)
-    or isinstance(v, float) and v.is_integer(),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
+    or (isinstance(v, float) and v.is_integer()),
     "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
 }
 
@@ -217,7 +217,7 @@ def validate(value: Any, schema: Schema | None, path: str, errors: list[FieldErr
                 sub_errors: list[FieldError] = []
                 validate(value, sub, path, sub_errors)
                 passing += not sub_errors
-            if passing == 0 or key == "oneOf" and passing > 1:
+            if passing == 0 or (key == "oneOf" and passing > 1):
                 what = "any of" if key == "anyOf" else "only one of"
                 errors.append(FieldError(
                     path, f"Invalid value: {_render(value)}: {where} in body must validate "

@@ -343,16 +343,16 @@ class Server:
                 wait = min(left, max(0.05, self.settings.bookmark_interval -
                                      (time.monotonic() - last_sent)))
                 try:
-                    event = await asyncio.wait_for(watcher.queue.get(), wait)
+                    incoming = await asyncio.wait_for(watcher.queue.get(), wait)
                 except TimeoutError:
                     if bookmarks and time.monotonic() - last_sent >= \
                             self.settings.bookmark_interval:
                         await resp.write(bookmark(store.rv))
                         last_sent = time.monotonic()
                     continue
-                if event is None:
+                if incoming is None:
                     break
-                translated = watcher.translate(event)
+                translated = watcher.translate(incoming)
                 if translated:
                     await resp.write(encode(*translated))
                     last_sent = time.monotonic()

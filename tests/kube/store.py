@@ -8,6 +8,7 @@ watch event that carries the resourceVersion of its own patch.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,7 +149,7 @@ class Store:
         self.history.clear()
         self.compacted_rv = self.rv
 
-    def events_since(self, rv: int) -> list[Event]:
+    def events_since(self, rv: int) -> builtins.list[Event]:
         if rv < self.compacted_rv:
             raise TooOld()
         return [e for e in self.history if e.rv > rv]

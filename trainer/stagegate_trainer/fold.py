@@ -75,6 +75,8 @@ def fit(
     max_rounds: int | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> FittedModel:
+    if len(ts) < 2:
+        raise ValueError(f"training window too short: {len(ts)} rows")
     inner_end, val_start = inner_split(ts, spec.validation_fraction, purge_ns)
     if inner_end == 0 or val_start >= len(y):
         raise ValueError("training window too short for the inner early-stopping split")

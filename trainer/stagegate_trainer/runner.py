@@ -235,6 +235,9 @@ class LocalRunner:
         started = now_iso()
         t0 = time.perf_counter()
         steps.claim(self.run)
+        # Prepare in this process, before any worker starts: its failures are bad input (data,
+        # plan, storage) that no retry mends, and they should reach the user as one clear error.
+        steps.prepare(self.run)
         if self.approval == "approved":
             self.approval_record = {
                 "decision": "approved",

@@ -111,7 +111,7 @@ def build_status(
     status: dict[str, Any] = {
         "phase": decision.phase,
         "stage": decision.stage,
-        "progress": decision.progress,
+        "progress": decision.progress or _last_progress(stages),
         "message": decision.message,
         "summary": {"stage": latest, **printed} if latest else {},
         "stages": stages,
@@ -124,6 +124,16 @@ def build_status(
     if approval:
         status["approval"] = dict(approval)
     return status
+
+
+def _last_progress(stages: Mapping[str, Any]) -> str:
+    """Between and after stages the machine names no stage: show the last one that ran."""
+    for name in ("full", "quick"):
+        folds = stages.get(name, {}).get("folds", [])
+        done = sum(1 for f in folds if f["state"] == "Succeeded")
+        if done:
+            return f"{done}/{len(folds)}"
+    return ""
 
 
 def _state(step: Any) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 T = TypeVar("T")
 
@@ -254,7 +254,12 @@ class _S3Connection:
 
     @property
     def where(self) -> str:
-        return self.endpoint or "the default AWS S3 endpoint"
+        """The endpoint for messages, without any user:password@ part."""
+        if not self.endpoint:
+            return "the default AWS S3 endpoint"
+        parts = urlsplit(self.endpoint)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
     @property
     def client(self) -> Any:
@@ -434,12 +439,13 @@ class S3Store(ArtifactStore):
         # DeleteObjects takes at most 1000 keys a request.
         for start in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[start : start + 1000]]
-            self._conn.call(
-                f"deleting under {self.root_uri}/{prefix}",
-                lambda c, b=batch: c.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}
-                ),
-            )
+
+            def delete(client: Any, objects: list[dict[str, str]] = batch) -> Any:
+                return client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+
+            self._conn.call(f"deleting under {self.root_uri}/{prefix}", delete)
         return len(keys)
 
     def child(self, prefix: str) -> S3Store:

@@ -165,13 +165,18 @@ def _ms(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _read_cache(cache: ArtifactStore, key: str) -> pd.DataFrame:
-    if not cache.exists(key):
-        return _empty()
     try:
-        return pd.read_parquet(io.BytesIO(cache.read_bytes(key)))
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, StoreError):
-            raise
+        if not cache.exists(key):
+            return _empty()
+        data = cache.read_bytes(key)
+    except StoreError as exc:
+        raise DataError(f"candle cache unavailable: {exc}") from None
+    try:
+        cached = pd.read_parquet(io.BytesIO(data))
+        if list(cached.columns) != list(OHLCV_COLUMNS):
+            raise ValueError("unexpected columns")
+        return cached
+    except Exception:  # pyarrow raises several unrelated types for a damaged file
         # A damaged cache is only a cache: refetch rather than fail the run.
         return _empty()
 
@@ -179,7 +184,10 @@ def _read_cache(cache: ArtifactStore, key: str) -> pd.DataFrame:
 def _write_cache(cache: ArtifactStore, key: str, frame: pd.DataFrame) -> None:
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False, compression="zstd")
-    cache.write_bytes(key, buf.getvalue())
+    try:
+        cache.write_bytes(key, buf.getvalue())
+    except StoreError as exc:
+        raise DataError(f"cannot update the candle cache: {exc}") from None
 
 
 def fetch_ohlcv_range(
@@ -267,12 +275,14 @@ def _paginate(
     rows: list[list[Any]] = []
     since = lo
     while since <= hi:
-        page = fetcher.call(
-            f"fetching {symbol} {ccxt_tf} candles since {since}",
-            lambda s=since: fetcher.client.fetch_ohlcv(
-                symbol, ccxt_tf, since=s, limit=limit, params={"until": hi}
-            ),
-        )
+
+        def page_from(start: int = since) -> list[list[Any]]:
+            rows: list[list[Any]] = fetcher.client.fetch_ohlcv(
+                symbol, ccxt_tf, since=start, limit=limit, params={"until": hi}
+            )
+            return rows
+
+        page = fetcher.call(f"fetching {symbol} {ccxt_tf} candles since {since}", page_from)
         if not page:
             break
         rows.extend(r for r in page if lo <= int(r[0]) <= hi)

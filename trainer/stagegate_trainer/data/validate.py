@@ -164,7 +164,7 @@ def _check_values(ts: np.ndarray, values: dict[str, np.ndarray], origin: str) ->
     with np.errstate(invalid="ignore"):
         rules: list[tuple[str, np.ndarray]] = [
             ("NaN or infinite value", ~np.isfinite(np.column_stack([prices, v])).all(axis=1)),
-            ("non-positive price", (prices <= 0).any(axis=1)),
+            ("non-positive price", np.asarray((prices <= 0).any(axis=1), dtype=bool)),
             ("high < low", h < lo),
             ("high < max(open, close)", h < np.maximum(o, c)),
             ("low > min(open, close)", lo > np.minimum(o, c)),
