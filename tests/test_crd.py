@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from stagegate_trainer.crd import build_crd, render_crd
 
 REPO = Path(__file__).resolve().parents[1]

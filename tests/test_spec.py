@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from stagegate_trainer.spec import (
     SpecError,
     TrainingJobSpec,

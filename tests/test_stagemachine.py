@@ -618,12 +618,6 @@ def test_suspend_while_awaiting_approval_keeps_waiting() -> None:
     assert decision.actions == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: stagemachine._run_stage checks spec.suspend before the retry limit, so a "
-    "permanently failed fold (or prepare) is reported as a suspended Quick/Full phase "
-    "instead of Failed while suspend is set",
-)
 @pytest.mark.parametrize(
     "seen",
     [
@@ -725,7 +719,7 @@ def test_fold_failed_past_retries_always_fails(spec: TrainingJobSpec, data: st.D
         {stage: planned(count, folds)},
         approval=data.draw(st.sampled_from([None, "approved", "rejected"])),
     )
-    spec = spec.model_copy(update={"suspend": False})  # suspend: see the xfail test above
+    spec = spec.model_copy(update={"suspend": False})
     decision = decide(spec, obs)
     assert decision.phase == "Failed"
     assert decision.actions == (StopRunning(),)

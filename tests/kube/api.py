@@ -284,11 +284,14 @@ class Api:
               content_type: str, patch_body: Any, opts: WriteOptions | None = None, *,
               subresource: str | None = None) -> Obj:
         opts = opts or WriteOptions()
+        ctype = content_type.split(";")[0].strip()
+        if ctype == "application/apply-patch+yaml":
+            raise ApiError(415, "UnsupportedMediaType", "server-side apply is not supported by "
+                           "the Stagegate test emulator: use client-side kubectl apply")
         old = self.store.get(rt.key, namespace or "", name)
         if old is None:
             raise errors.not_found(rt.plural, rt.group, name)
         current = self._present(rt, version, old)
-        ctype = content_type.split(";")[0].strip()
         if ctype == "application/json-patch+json":
             new = patches.json_patch(current, patch_body)
         elif ctype == "application/merge-patch+json":
@@ -302,9 +305,6 @@ class Api:
                                "application/json-patch+json, application/merge-patch+json, "
                                "application/apply-patch+yaml")
             new = patches.strategic_merge(current, patch_body)
-        elif ctype == "application/apply-patch+yaml":
-            raise ApiError(415, "UnsupportedMediaType", "server-side apply is not supported by "
-                           "the Stagegate test emulator")
         else:
             raise errors.unsupported_media_type(ctype)
         if not isinstance(new, dict):

@@ -191,6 +191,13 @@ class Server:
         raise errors.method_not_allowed()
 
     async def _body(self, request: web.Request, allow_empty: bool = False) -> Any:
+        ctype = request.headers.get("Content-Type", "")
+        if "protobuf" in ctype or "cbor" in ctype:
+            # Binary encodings (what `kubectl create job|namespace|secret ...` generators send)
+            # are not decoded: the emulator speaks JSON (and YAML) only.
+            raise ApiError(415, "UnsupportedMediaType", f"the Stagegate test emulator does not "
+                           f"decode {ctype.split(';')[0]} request bodies: send JSON (use "
+                           "`kubectl create -f` or `kubectl apply -f` for built-in kinds)")
         raw = await request.read()
         if not raw.strip():
             if allow_empty:

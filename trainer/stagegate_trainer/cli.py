@@ -244,9 +244,9 @@ def fold(
     steps.prepare(run_)
     outcome = steps.fold(
         run_,
-        stage,
+        stage,  # type: ignore[arg-type]  # click.Choice has checked it
         number,
-        num_threads=threads or available_cores(),  # type: ignore[arg-type]
+        num_threads=threads or available_cores(),
         force=force,
     )
     suffix = " (kept from an earlier run; --force recomputes)" if outcome.skipped else ""

@@ -56,6 +56,10 @@ def lightgbm_params(spec: ModelSpec, num_threads: int) -> dict[str, Any]:
     }
 
 
+def predict(booster: lgb.Booster, x: np.ndarray, iterations: int) -> np.ndarray:
+    return np.asarray(booster.predict(x, num_iteration=iterations), dtype=np.float64)
+
+
 def inner_split(ts: np.ndarray, validation_fraction: float, purge_ns: int) -> tuple[int, int]:
     """(end of inner training rows, start of validation rows) within a training window."""
     val_start = int(len(ts) * (1.0 - validation_fraction))
@@ -97,7 +101,7 @@ def fit(
     )
     elapsed = time.perf_counter() - started
     best = booster.best_iteration or booster.current_iteration()
-    validation_proba = booster.predict(x[val_start:], num_iteration=best)
+    validation_proba = predict(booster, x[val_start:], best)
     threshold = best_f1_threshold(y[val_start:].astype(np.float64), validation_proba)
     return FittedModel(booster, threshold, best, elapsed)
 
@@ -138,9 +142,7 @@ def run_fold(
         num_threads=num_threads,
         feature_names=names,
     )
-    proba = model.booster.predict(
-        test[names].to_numpy(dtype=np.float32), num_iteration=model.best_iteration
-    )
+    proba = predict(model.booster, test[names].to_numpy(dtype=np.float32), model.best_iteration)
 
     base_names = list(BASELINE_FEATURES)
     baseline = fit(
@@ -154,8 +156,8 @@ def run_fold(
         max_rounds=_BASELINE_MODEL["max_rounds"],
         overrides={k: v for k, v in _BASELINE_MODEL.items() if k != "max_rounds"},
     )
-    baseline_proba = baseline.booster.predict(
-        test[base_names].to_numpy(dtype=np.float32), num_iteration=baseline.best_iteration
+    baseline_proba = predict(
+        baseline.booster, test[base_names].to_numpy(dtype=np.float32), baseline.best_iteration
     )
     # The majority class is the training rows' majority: the test labels choose nothing.
     majority = 1.0 if y_train.mean() > 0.5 else 0.0

@@ -345,11 +345,11 @@ class LocalRunner:
     ) -> dict[str, Any]:
         store = self.run.store
         plan = store.read_json(layout.PLAN) if store.exists(layout.PLAN) else None
-        plans = (
+        plans: dict[str, Any] = (
             {s: steps.stage_plan_json(plan, s) for s in self.spec.stages_to_run()} if plan else {}
         )
-        metrics = {s: steps.finished_folds(self.run, s) for s in plans}
-        summaries = {
+        metrics: dict[str, Any] = {s: steps.finished_folds(self.run, s) for s in plans}
+        summaries: dict[str, Any] = {
             s: store.read_json(layout.stage_summary(s))
             for s in plans
             if obs.stage(s).summary_passed is not None

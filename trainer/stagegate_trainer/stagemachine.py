@@ -137,15 +137,16 @@ def _run_stage(spec: TrainingJobSpec, stage: StageName, obs: Observation) -> Dec
     seen = obs.stage(stage)
     if seen.summary_passed is not None:
         return None
-    if spec.suspend:
-        return Decision(phase, (StopRunning(),), f"{stage} stage suspended", stage)
     if seen.prepare.state != "succeeded" or seen.fold_count is None:
-        if seen.prepare.state == "running":
-            return Decision(phase, (), f"preparing the {stage} stage", stage)
-        may, attempt = _retry(seen.prepare, spec.max_retries)
-        if not may:
+        # A failure past its retries outranks suspension: suspending must not hide it.
+        if seen.prepare.state == "failed" and not _retry(seen.prepare, spec.max_retries)[0]:
             reason = f"{stage} stage: prepare failed after {seen.prepare.failures} attempts"
             return Decision("Failed", (StopRunning(),), _with(reason, seen.prepare.error), stage)
+        if spec.suspend:
+            return Decision(phase, (StopRunning(),), f"{stage} stage suspended", stage)
+        if seen.prepare.state == "running":
+            return Decision(phase, (), f"preparing the {stage} stage", stage)
+        attempt = seen.prepare.failures + 1
         return Decision(phase, (Prepare(stage, attempt),), f"preparing the {stage} stage", stage)
 
     total = seen.fold_count
@@ -157,6 +158,8 @@ def _run_stage(spec: TrainingJobSpec, stage: StageName, obs: Observation) -> Dec
             return Decision(
                 "Failed", (StopRunning(),), _with(reason, step.error), stage, done, total
             )
+    if spec.suspend:
+        return Decision(phase, (StopRunning(),), f"{stage} stage suspended", stage, done, total)
     if done == total:
         return Decision(
             phase, (Summarise(stage),), f"summarising the {stage} stage", stage, done, total
@@ -174,7 +177,7 @@ def _with(reason: str, error: str | None) -> str:
 
 def decide(spec: TrainingJobSpec, obs: Observation) -> Decision:
     if obs.previous_phase in TERMINAL:
-        return Decision(obs.previous_phase)  # type: ignore[arg-type]
+        return Decision(obs.previous_phase)
     if obs.cancelled:
         return Decision("Cancelled", (StopRunning(),), "cancelled; finished folds are kept")
 

@@ -13,7 +13,7 @@ import platform
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, layout, timeframes
 from .plan import PlanError, StagePlan, plan_stage
@@ -22,9 +22,13 @@ from .spec import (
     DataSpec,
     StageName,
     TrainingJobManifest,
+    TrainingJobSpec,
     spec_fingerprint,
 )
 from .store import ArtifactStore, open_store
+
+if TYPE_CHECKING:  # pandas is imported lazily: the operator imports this module's helpers
+    import pandas as pd
 
 
 class RunMismatchError(ValueError):
@@ -37,7 +41,7 @@ class Run:
     store: ArtifactStore  # rooted at the run's own prefix
 
     @property
-    def spec(self):  # type: ignore[no-untyped-def]
+    def spec(self) -> TrainingJobSpec:
         return self.manifest.spec
 
     @property
@@ -95,7 +99,7 @@ def claim(run: Run) -> dict[str, Any]:
 _DATASET_CACHE: dict[str, Any] = {}
 
 
-def load_dataset(run: Run):  # type: ignore[no-untyped-def]
+def load_dataset(run: Run) -> pd.DataFrame:
     from .dataset import from_parquet_bytes
 
     key = run.store.uri(layout.DATASET)
@@ -231,7 +235,7 @@ def fold(
     return FoldOutcome(metrics, time.perf_counter() - started, result.fit_seconds, False)
 
 
-def finished_folds(run: Run, stage: StageName) -> dict[int, dict[str, Any]]:
+def finished_folds(run: Run, stage: str) -> dict[int, dict[str, Any]]:
     out: dict[int, dict[str, Any]] = {}
     for key in run.store.list(f"{stage}/folds/"):
         if key.endswith("/metrics.json"):

@@ -16,17 +16,20 @@ from .spec import GatesSpec
 BASELINES = ("majority", "alwaysPositive", "volatilityTime")
 
 
-def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
+def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
     present = [v for v in values if v is not None and not math.isnan(v)]
     if not present:
         return {"mean": None, "std": None}
     mean = math.fsum(present) / len(present)
     # Population std over folds: the folds are the whole population being described.
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in present) / len(present))
-    return {"mean": round(mean, 6), "std": round(std, 6)}
+    # Unrounded: the gates compare these values, and rounding could flip a verdict.
+    return {"mean": mean, "std": std}
 
 
-def aggregate(block: str, folds: Sequence[dict[str, Any]], baseline: str | None = None) -> dict:
+def aggregate(
+    block: str, folds: Sequence[dict[str, Any]], baseline: str | None = None
+) -> dict[str, Any]:
     def pick(fold: dict[str, Any]) -> dict[str, Any]:
         return fold["baselines"][baseline] if baseline else fold[block]
 
