@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from .plan import PlanError
+from .results import fold_result, prepare_result, summary_result, write_result
 from .spec import SpecError, TrainingJobManifest, load_manifest
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -209,6 +211,7 @@ def prepare(manifest: str, data: str | None, artifacts: str | None) -> None:
     run_ = steps.open_run(_manifest(manifest, data, artifacts))
     steps.claim(run_)
     doc = steps.prepare(run_)
+    write_result(prepare_result(doc))
     counts = {s: p["foldCount"] for s, p in doc["stages"].items()}
     click.echo(
         f"prepared {run_.store.root_uri}: {doc['labelledRows']:,} labelled rows; folds "
@@ -251,6 +254,7 @@ def fold(
     )
     suffix = " (kept from an earlier run; --force recomputes)" if outcome.skipped else ""
     click.echo(fold_line(outcome.metrics) + suffix)
+    write_result(fold_result(outcome.metrics))
 
 
 @main.command()
@@ -265,8 +269,37 @@ def final(manifest: str, data: str | None, artifacts: str | None, threads: int |
     from .runner import available_cores
 
     run_ = steps.open_run(_manifest(manifest, data, artifacts))
-    steps.final(run_, num_threads=threads or available_cores())
-    click.echo(f"model: {run_.store.uri(layout.FINAL_MODEL)}")
+    card = steps.final(
+        run_,
+        num_threads=threads or available_cores(),
+        approved_by=os.environ.get("STAGEGATE_APPROVED_BY", ""),
+    )
+    model = run_.store.uri(layout.FINAL_MODEL)
+    click.echo(f"model: {model} (best iteration {card['parameters']['bestIteration']})")
+    write_result({"step": "final", "model": model, "modelCard": run_.store.uri(layout.MODEL_CARD)})
+
+
+@main.command()
+@manifest_arg
+@click.option("--stage", type=click.Choice(["quick", "full"]), required=True)
+@artifacts_opt
+@friendly
+def summarise(manifest: str, stage: str, artifacts: str | None) -> None:
+    """Aggregate a stage's fold metrics, evaluate its gates and write summary.json."""
+    from rich.console import Console
+
+    from . import steps
+    from .report import print_summary
+
+    run_ = steps.open_run(_manifest(manifest, None, artifacts))
+    plan = steps.stage_plan(run_, stage)  # type: ignore[arg-type]  # click.Choice checked it
+    done = steps.finished_folds(run_, stage)
+    missing = [f.fold for f in plan.folds if f.fold not in done]
+    if missing:
+        raise SpecError(f"{stage} stage: folds {missing} have no metrics.json yet")
+    summary = steps.summarise(run_, stage)  # type: ignore[arg-type]
+    print_summary(Console(width=120), summary)
+    write_result(summary_result(summary))
 
 
 @main.command()

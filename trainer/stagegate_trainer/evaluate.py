@@ -11,19 +11,10 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-# The metric names a fold reports, in display order. metrics.json, the summary, the status and
-# the gates all use these keys; Prometheus labels use their snake_case form (see snake()).
-METRICS: tuple[str, ...] = (
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "rocAuc",
-    "brier",
-    "hitRateTp1",
-    "positiveRate",
-    "predictedPositiveRate",
-)
+from .metricnames import METRICS, snake
+
+__all__ = ["METRICS", "best_f1_threshold", "classification_metrics", "roc_auc", "snake"]
+
 
 Floats = NDArray[np.float64]
 
@@ -93,8 +84,3 @@ def best_f1_threshold(y: Floats, proba: Floats) -> float:
     f1 = 2 * tp / (signalled + y_true.sum())
     best = int(np.argmax(f1))  # first maximum = the highest threshold among ties
     return float(scores[last_of_run][best])
-
-
-def snake(metric: str) -> str:
-    """`rocAuc` -> `roc_auc`, the spelling of log lines and Prometheus labels."""
-    return "".join("_" + c.lower() if c.isupper() else c for c in metric)

@@ -8,8 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from .evaluate import METRICS, snake
-from .summary import BASELINES
+from .metricnames import BASELINES, METRICS, snake
 
 _BASELINE_TITLES = {
     "majority": "majority",

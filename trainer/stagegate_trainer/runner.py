@@ -142,7 +142,7 @@ class LocalRunner:
         self.stage_wall: dict[str, float] = {}
         self._stage_t0: dict[str, float] = {}
         self._reported: set[tuple[str, int]] = set()
-        self._summarised: set[str] = set()
+        self._summarised: dict[str, bool] = {}
         self._conditions: list[dict[str, str]] | None = None
         self._status: dict[str, Any] = {}
 
@@ -159,12 +159,8 @@ class LocalRunner:
                 n: self._step(("fold", (stage, n)), running, n in done)
                 for n in range(1, (count or 0) + 1)
             }
-            summary_key = layout.stage_summary(stage)
-            passed = (
-                bool(store.read_json(summary_key)["passed"])
-                if plan and store.exists(summary_key) and len(done) == count
-                else None
-            )
+            # Summarised again in every run (it is cheap), so a resumed run shows the table.
+            passed = self._summarised.get(stage)
             stages[stage] = StageObservation(
                 prepare=self._step(("prepare", None), running, plan is not None),
                 fold_count=count,
@@ -213,7 +209,7 @@ class LocalRunner:
         self.stage_finished[stage] = now_iso()
         if stage in self._stage_t0:
             self.stage_wall[stage] = time.perf_counter() - self._stage_t0[stage]
-        self._summarised.add(stage)
+        self._summarised[stage] = bool(summary["passed"])
         print_summary(self.console, summary)
 
     def _gate(self, decision: Decision) -> bool:

@@ -7,6 +7,7 @@ parse manifests through `load_manifest` / `parse_manifest`, so a field means the
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -323,12 +324,22 @@ def parse_manifest(document: Any, source: str = "manifest") -> TrainingJobManife
 
 
 def load_manifest(path: str | Path) -> TrainingJobManifest:
-    """Read one TrainingJob from a YAML file (the first TrainingJob if there are several)."""
+    """Read one TrainingJob from a YAML file (the first TrainingJob if there are several).
+
+    `env:NAME` reads the YAML from the environment variable NAME instead: that is how the
+    operator hands the spec to its Job pods (from a ConfigMap it owns), with no volume to mount.
+    """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SpecError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    if str(path).startswith("env:"):
+        variable = str(path)[4:]
+        if variable not in os.environ:
+            raise SpecError(f"{path}: environment variable {variable} is not set")
+        text = os.environ[variable]
+    else:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SpecError(f"{file}: cannot read: {exc.strerror or exc}") from None
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:

@@ -16,7 +16,7 @@ read at a gate.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .spec import StageName, TrainingJobSpec
@@ -182,6 +182,7 @@ def decide(spec: TrainingJobSpec, obs: Observation) -> Decision:
         return Decision("Cancelled", (StopRunning(),), "cancelled; finished folds are kept")
 
     stages = spec.stages_to_run()
+    passed_gate: GateVerdict | None = None
     for stage in stages:
         if stage == "full" and "quick" in stages:
             verdict = _gate(spec, "full", bool(obs.stage("quick").summary_passed), obs)
@@ -197,7 +198,11 @@ def decide(spec: TrainingJobSpec, obs: Observation) -> Decision:
                     "quick",
                     gate=verdict,
                 )
+            passed_gate = verdict
         unfinished = _run_stage(spec, stage, obs)
+        if unfinished is not None and passed_gate is not None:
+            # Carry the verdict that let the full stage start, so it is recorded at once.
+            unfinished = replace(unfinished, gate=passed_gate)
         if unfinished is not None:
             if not any(s.state != "absent" for s in _all_steps(obs)) and spec.suspend:
                 return Decision("Pending", (), "suspended before start")

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .evaluate import METRICS
+from .metricnames import METRICS
 from .stagemachine import TERMINAL, Decision, Observation
 
 # The three columns `kubectl get tj` shows, read from the last finished stage's summary.
@@ -72,15 +72,15 @@ def build_status(
         seen = observation.stage(stage)
         metrics = fold_metrics.get(stage, {})
         folds = []
-        for fold in plan.get("folds", []):
-            number = fold["fold"]
+        count = plan.get("foldCount", len(plan.get("folds", [])))
+        planned = {f["fold"]: f for f in plan.get("folds", [])}
+        for number in range(1, count + 1):
             step = seen.folds.get(number)
             entry: dict[str, Any] = {
                 "fold": number,
                 "state": "Succeeded" if number in metrics else _state(step),
                 "attempts": (step.failures if step else 0) + (1 if number in metrics else 0),
-                "train": f"{fold['trainStart']} → {fold['trainEnd']}",
-                "test": f"{fold['testStart']} → {fold['testEnd']}",
+                **_ranges(planned.get(number), metrics.get(number)),
             }
             if step is not None and step.error and number not in metrics:
                 entry["error"] = step.error
@@ -89,7 +89,7 @@ def build_status(
             folds.append(entry)
         stages[stage] = {
             "plan": {
-                "foldCount": plan.get("foldCount", len(plan.get("folds", []))),
+                "foldCount": count,
                 "dataStart": plan.get("dataStart"),
                 "dataEnd": plan.get("dataEnd"),
                 "purgeBars": plan.get("purgeBars"),
@@ -124,6 +124,26 @@ def build_status(
     if approval:
         status["approval"] = dict(approval)
     return status
+
+
+def _ranges(planned: Mapping[str, Any] | None, result: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A fold's train and test periods, from the plan (local) or its result (operator)."""
+    if result and "train" in result:
+        return {"train": dict(result["train"]), "test": dict(result["test"])}
+    if planned:
+        return {
+            "train": {
+                "start": planned["trainStart"],
+                "end": planned["trainEnd"],
+                "rows": planned["trainRows"],
+            },
+            "test": {
+                "start": planned["testStart"],
+                "end": planned["testEnd"],
+                "rows": planned["testRows"],
+            },
+        }
+    return {}
 
 
 def _last_progress(stages: Mapping[str, Any]) -> str:

@@ -10,10 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .evaluate import METRICS
+from .metricnames import BASELINES, METRICS
 from .spec import GatesSpec
-
-BASELINES = ("majority", "alwaysPositive", "volatilityTime")
 
 
 def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:

@@ -1,0 +1,232 @@
+"""Builders for the objects a TrainingJob owns: its spec ConfigMap and its step Jobs. Pure.
+
+Names are deterministic (`<tj>-<stage>-fold-<NN>`), so a create that answers 409 AlreadyExists
+means the child is there already and is adopted, and a restarted operator finds its children.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from stagegate_trainer.results import RESULT_FILE_ENV
+from stagegate_trainer.spec import API_GROUP, API_VERSION, KIND, StageName, TrainingJobSpec
+
+LABEL_TJ = "stagegate.io/trainingjob"
+LABEL_STAGE = "stagegate.io/stage"
+LABEL_FOLD = "stagegate.io/fold"
+LABEL_STEP = "stagegate.io/step"
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+MANIFEST_KEY = "trainingjob.yaml"
+MANIFEST_ENV = "STAGEGATE_MANIFEST"
+TERMINATION_LOG = "/dev/termination-log"
+# Finished Jobs stay a day for `kubectl logs`; the status keeps their results after that.
+TTL_SECONDS = 86_400
+
+
+def spec_configmap_name(tj: str) -> str:
+    return f"{tj}-spec"
+
+
+def prepare_job_name(tj: str) -> str:
+    return f"{tj}-prepare"
+
+
+def fold_job_name(tj: str, stage: str, fold: int) -> str:
+    return f"{tj}-{stage}-fold-{fold:02d}"
+
+
+def summary_job_name(tj: str, stage: str) -> str:
+    return f"{tj}-{stage}-summary"
+
+
+def final_job_name(tj: str) -> str:
+    return f"{tj}-final"
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def spec_configmap(
+    name: str, namespace: str, uid: str, spec: TrainingJobSpec, labels: dict[str, str]
+) -> dict[str, Any]:
+    """The spec the run executes, frozen at its start and handed to every step's pod."""
+    manifest = {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace, "uid": uid},
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": spec_configmap_name(name),
+            "namespace": namespace,
+            "labels": {LABEL_TJ: name, **labels},
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "data": {MANIFEST_KEY: yaml.safe_dump(manifest, sort_keys=True)},
+    }
+
+
+def _resources(spec: TrainingJobSpec, stage: StageName) -> dict[str, Any]:
+    wanted = spec.resources.quick if stage == "quick" else spec.resources.full
+    out: dict[str, Any] = {}
+    for kind in ("requests", "limits"):
+        values = getattr(wanted, kind).model_dump(exclude_none=True)
+        if values:
+            out[kind] = values
+    return out
+
+
+def _threads(spec: TrainingJobSpec, stage: StageName) -> str:
+    """LightGBM threads = the CPUs the pod asked for (at least one), never the node's count."""
+    wanted = spec.resources.quick if stage == "quick" else spec.resources.full
+    cpu = wanted.limits.cpu or wanted.requests.cpu or "1"
+    cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return str(max(1, int(cores)))
+
+
+def _env(name: str, spec: TrainingJobSpec, approved_by: str) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {
+            "name": MANIFEST_ENV,
+            "valueFrom": {
+                "configMapKeyRef": {"name": spec_configmap_name(name), "key": MANIFEST_KEY}
+            },
+        },
+        {"name": RESULT_FILE_ENV, "value": TERMINATION_LOG},
+        {"name": "STAGEGATE_APPROVED_BY", "value": approved_by},
+    ]
+    secret = spec.artifacts.secret_ref
+    if secret is not None:
+        # Credentials reach the pod from the Secret only: never the spec, status or events.
+        for key, optional in (
+            ("AWS_ACCESS_KEY_ID", False),
+            ("AWS_SECRET_ACCESS_KEY", False),
+            ("AWS_ENDPOINT_URL", True),
+            ("AWS_DEFAULT_REGION", True),
+        ):
+            env.append(
+                {
+                    "name": key,
+                    "valueFrom": {
+                        "secretKeyRef": {"name": secret.name, "key": key, "optional": optional}
+                    },
+                }
+            )
+    return env
+
+
+def step_job(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: TrainingJobSpec,
+    stage: StageName,
+    job_name: str,
+    args: list[str],
+    step: str,
+    fold: int | None = None,
+    approved_by: str = "",
+) -> dict[str, Any]:
+    labels = {LABEL_TJ: name, LABEL_STAGE: stage, LABEL_STEP: step}
+    if fold is not None:
+        labels[LABEL_FOLD] = str(fold)
+    if spec.queue_name:
+        labels[QUEUE_LABEL] = spec.queue_name
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": spec.image,
+        "command": ["stagegate", *args],
+        "env": _env(name, spec, approved_by),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    resources = _resources(spec, stage)
+    if resources:
+        container["resources"] = resources
+    job: dict[str, Any] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name,
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(name, uid)],
+        },
+        "spec": {
+            "backoffLimit": spec.max_retries,
+            "ttlSecondsAfterFinished": TTL_SECONDS,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "containers": [container],
+                },
+            },
+        },
+    }
+    if spec.queue_name:
+        # Kueue admits the Job by unsuspending it.
+        job["spec"]["suspend"] = True
+    return job
+
+
+MANIFEST_ARG = f"env:{MANIFEST_ENV}"
+
+
+def prepare_job(name: str, namespace: str, uid: str, spec: TrainingJobSpec) -> dict[str, Any]:
+    stage: StageName = spec.stages_to_run()[0]
+    return step_job(
+        name=name, namespace=namespace, uid=uid, spec=spec, stage=stage,
+        job_name=prepare_job_name(name), args=["prepare", MANIFEST_ARG], step="prepare",
+    )  # fmt: skip
+
+
+def fold_job(
+    name: str, namespace: str, uid: str, spec: TrainingJobSpec, stage: StageName, fold: int
+) -> dict[str, Any]:
+    args = ["fold", MANIFEST_ARG, "--stage", stage, "--fold", str(fold)]
+    args += ["--threads", _threads(spec, stage)]
+    return step_job(
+        name=name, namespace=namespace, uid=uid, spec=spec, stage=stage,
+        job_name=fold_job_name(name, stage, fold), args=args, step="fold", fold=fold,
+    )  # fmt: skip
+
+
+def summary_job(
+    name: str, namespace: str, uid: str, spec: TrainingJobSpec, stage: StageName
+) -> dict[str, Any]:
+    return step_job(
+        name=name, namespace=namespace, uid=uid, spec=spec, stage=stage,
+        job_name=summary_job_name(name, stage),
+        args=["summarise", MANIFEST_ARG, "--stage", stage], step="summary",
+    )  # fmt: skip
+
+
+def final_job(
+    name: str, namespace: str, uid: str, spec: TrainingJobSpec, approved_by: str
+) -> dict[str, Any]:
+    args = ["final", MANIFEST_ARG, "--threads", _threads(spec, "full")]
+    return step_job(
+        name=name, namespace=namespace, uid=uid, spec=spec, stage="full",
+        job_name=final_job_name(name), args=args, step="final", approved_by=approved_by,
+    )  # fmt: skip

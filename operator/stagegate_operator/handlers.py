@@ -1,0 +1,101 @@
+"""kopf handlers: thin. They only notice that something happened and ask for a reconcile.
+
+Every event on a TrainingJob, and on any Job it owns, triggers a reconcile of that
+TrainingJob; a resync loop reconciles every TrainingJob periodically as well, so nothing
+depends on seeing one particular event (level-based, not edge-based).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from stagegate_trainer.spec import API_GROUP, API_VERSION, PLURAL
+
+from .children import LABEL_TJ
+from .config import OperatorConfig
+from .kubeapi import KubeApi, load_connection
+from .metrics import OperatorMetrics
+from .reconcile import GROUP_VERSION, Reconciler
+
+log = logging.getLogger("stagegate.operator")
+
+
+class _State:
+    reconciler: Reconciler | None = None
+    resync: asyncio.Task[None] | None = None
+
+
+STATE = _State()
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
+             metrics: OperatorMetrics) -> None:  # fmt: skip
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # One source of credentials for kopf's watches and for our own API calls.
+        c = load_connection(config.kubeconfig)
+        return kopf.ConnectionInfo(
+            server=c.server,
+            token=c.token,
+            ca_path=c.ca_file,
+            certificate_path=c.cert_file,
+            private_key_path=c.key_file,
+            insecure=c.insecure,
+            default_namespace=config.namespaces[0] if config.namespaces else None,
+        )
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # No kopf handler has a progress to store or a delete step to block: no finalizers.
+        settings.persistence.finalizer = "stagegate.io/unused-finalizer"
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="stagegate.io"
+        )
+        settings.posting.enabled = False
+        settings.watching.server_timeout = config.watch_timeout
+        settings.watching.client_timeout = config.watch_timeout + 10
+        api = KubeApi(load_connection(config.kubeconfig))
+        STATE.reconciler = Reconciler(api, metrics)
+        STATE.resync = asyncio.get_running_loop().create_task(_resync(config, STATE.reconciler))
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if STATE.resync is not None:
+            STATE.resync.cancel()
+        if STATE.reconciler is not None:
+            await STATE.reconciler.idle()
+            await STATE.reconciler.api.close()
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    async def trainingjob_event(name: str, namespace: str | None, **_: Any) -> None:
+        if STATE.reconciler is not None and namespace:
+            STATE.reconciler.trigger(namespace, name)
+
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TJ: kopf.PRESENT}, registry=registry)
+    async def job_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+        if STATE.reconciler is not None and namespace:
+            STATE.reconciler.trigger(namespace, labels[LABEL_TJ])
+
+
+async def _resync(config: OperatorConfig, reconciler: Reconciler) -> None:
+    """Reconcile every TrainingJob every `resync_seconds` (approvals, timeouts, restarts)."""
+    while True:
+        await asyncio.sleep(config.resync_seconds)
+        try:
+            scopes: list[str | None] = list(config.namespaces) or [None]
+            for namespace in scopes:
+                path = (
+                    f"/apis/{GROUP_VERSION}/{PLURAL}"
+                    if namespace is None
+                    else KubeApi.path(GROUP_VERSION, namespace, PLURAL)
+                )
+                listing = await reconciler.api.request("GET", path)
+                for item in listing.get("items", []):
+                    meta = item["metadata"]
+                    reconciler.trigger(meta["namespace"], meta["name"])
+        except Exception as exc:  # the next round tries again
+            log.warning("resync failed: %s", exc)

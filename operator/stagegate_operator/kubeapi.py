@@ -1,0 +1,161 @@
+"""A small async Kubernetes API client: the few calls the operator makes, over aiohttp.
+
+kopf watches and patches the TrainingJobs; this client does the rest (Jobs, Pods, ConfigMaps).
+It reads the same kubeconfig or in-cluster service account that kopf logs in with.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Connection:
+    server: str
+    token: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = False
+
+
+def load_connection(kubeconfig: str | None = None) -> Connection:
+    """In-cluster service account when present and no kubeconfig is given, else a kubeconfig."""
+    path = kubeconfig or os.environ.get("KUBECONFIG")
+    if not path and (SERVICE_ACCOUNT / "token").exists():
+        host = os.environ["KUBERNETES_SERVICE_HOST"]
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        return Connection(
+            server=f"https://{host}:{port}",
+            token=(SERVICE_ACCOUNT / "token").read_text().strip(),
+            ca_file=str(SERVICE_ACCOUNT / "ca.crt"),
+        )
+    from kubernetes import client, config  # only for parsing kubeconfig files
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=path, client_configuration=configuration)
+    token = (configuration.api_key or {}).get("authorization", "")
+    return Connection(
+        server=configuration.host,
+        token=token.removeprefix("Bearer ").strip() or None,
+        ca_file=configuration.ssl_ca_cert,
+        cert_file=configuration.cert_file,
+        key_file=configuration.key_file,
+        insecure=not configuration.verify_ssl,
+    )
+
+
+class KubeApi:
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0  # counted for the scale benchmark
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        c = self.connection
+        if not c.server.startswith("https"):
+            return False
+        if c.insecure:
+            return False
+        context = ssl.create_default_context(cafile=c.ca_file)
+        if c.cert_file:
+            context.load_cert_chain(c.cert_file, c.key_file)
+        return context
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            headers = {"Accept": "application/json"}
+            if self.connection.token:
+                headers["Authorization"] = f"Bearer {self.connection.token}"
+            self._session = aiohttp.ClientSession(
+                base_url=self.connection.server,
+                headers=headers,
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=20),
+                timeout=aiohttp.ClientTimeout(total=30),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        session = await self.session()
+        self.requests += 1
+        headers = {"Content-Type": content_type} if body is not None else {}
+        async with session.request(
+            method, path, json=body, params=params, headers=headers
+        ) as response:
+            data = await response.json(content_type=None)
+            if response.status >= 400:
+                reason = data.get("reason", "") if isinstance(data, dict) else ""
+                message = data.get("message", "") if isinstance(data, dict) else str(data)
+                raise ApiError(response.status, reason, message)
+            return data
+
+    # -- paths
+    @staticmethod
+    def path(group_version: str, namespace: str, plural: str, name: str | None = None) -> str:
+        base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+        path = f"{base}/namespaces/{quote(namespace)}/{plural}"
+        return f"{path}/{quote(name)}" if name else path
+
+    async def list(
+        self, group_version: str, namespace: str, plural: str, selector: str
+    ) -> list[dict[str, Any]]:
+        data = await self.request(
+            "GET", self.path(group_version, namespace, plural), params={"labelSelector": selector}
+        )
+        items: list[dict[str, Any]] = data.get("items", [])
+        return items
+
+    async def create(self, group_version: str, namespace: str, plural: str, body: Any) -> Any:
+        return await self.request("POST", self.path(group_version, namespace, plural), body=body)
+
+    async def delete(
+        self, group_version: str, namespace: str, plural: str, name: str, *, propagation: str
+    ) -> None:
+        try:
+            await self.request(
+                "DELETE",
+                self.path(group_version, namespace, plural, name),
+                body={"propagationPolicy": propagation},
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+    async def patch_status(
+        self, group_version: str, namespace: str, plural: str, name: str, status: dict[str, Any]
+    ) -> Any:
+        return await self.request(
+            "PATCH",
+            self.path(group_version, namespace, plural, name) + "/status",
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )

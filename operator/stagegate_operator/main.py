@@ -1,0 +1,97 @@
+"""`stagegate-operator`: run the TrainingJob operator (kopf underneath)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import kopf
+
+from .config import OperatorConfig
+from .handlers import register
+from .metrics import OperatorMetrics
+
+
+def parse_args(argv: list[str] | None = None) -> OperatorConfig:
+    parser = argparse.ArgumentParser(
+        prog="stagegate-operator",
+        description="Run Stagegate's TrainingJob operator against the cluster of KUBECONFIG "
+        "(or the in-cluster service account).",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", default=[], help="Watch this namespace (repeatable)."
+    )
+    scope.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help="Watch every namespace (the default without --namespace).",
+    )
+    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    parser.add_argument(
+        "--metrics-port", type=int, default=8000, help="Prometheus /metrics port (0: off)."
+    )
+    parser.add_argument(
+        "--health-port", type=int, default=8080, help="Liveness endpoint port, /healthz (0: off)."
+    )
+    parser.add_argument(
+        "--resync-seconds", type=float, default=10.0, help="Reconcile every TrainingJob this often."
+    )
+    parser.add_argument("--verbose", "-v", action="store_true")
+    args = parser.parse_args(argv)
+    return OperatorConfig(
+        namespaces=list(args.namespace),
+        kubeconfig=args.kubeconfig,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        resync_seconds=args.resync_seconds,
+        verbose=args.verbose,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if config.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if config.kubeconfig:
+        os.environ["KUBECONFIG"] = config.kubeconfig  # kopf's own login reads it
+    metrics = OperatorMetrics()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+    registry = kopf.OperatorRegistry()
+    register(registry, config, metrics)
+    stop = threading.Event()
+
+    def on_signal(*_: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                standalone=True,
+                clusterwide=not config.namespaces,
+                namespaces=config.namespaces,
+                liveness_endpoint=liveness,
+                stop_flag=stop,
+            )
+        )
+    except Exception as exc:  # one clear line for a start-up failure (e.g. no cluster)
+        print(f"stagegate-operator: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

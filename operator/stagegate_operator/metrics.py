@@ -1,0 +1,195 @@
+"""The operator's Prometheus metrics. Every metric name is defined here, once.
+
+The dashboard and the alert rules in the Helm chart query these names; a test checks every
+query against a real Prometheus scraping a running operator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from stagegate_trainer.metricnames import BASELINES, METRICS, snake
+
+PHASES = (
+    "Pending",
+    "Quick",
+    "AwaitingApproval",
+    "Full",
+    "Succeeded",
+    "Failed",
+    "Rejected",
+    "Cancelled",
+)
+_TJ = ("namespace", "trainingjob", "symbol", "timeframe")
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.trainingjobs = Gauge(
+            "stagegate_trainingjobs", "TrainingJobs by phase.", ["phase"], registry=r
+        )
+        self.phase = Gauge(
+            "stagegate_trainingjob_phase",
+            "1 for the phase a TrainingJob is in, 0 for the others.",
+            [*_TJ, "phase"],
+            registry=r,
+        )
+        self.phase_seconds = Gauge(
+            "stagegate_trainingjob_phase_seconds",
+            "Seconds a TrainingJob has spent in its current phase.",
+            [*_TJ, "phase"],
+            registry=r,
+        )
+        self.progress = Gauge(
+            "stagegate_stage_progress_ratio",
+            "Finished folds / planned folds of the running stage.",
+            [*_TJ, "stage"],
+            registry=r,
+        )
+        self.folds = Counter(
+            "stagegate_folds",
+            "Fold Jobs that ended, by stage and result.",
+            ["stage", "result"],
+            registry=r,
+        )
+        self.fold_duration = Histogram(
+            "stagegate_fold_duration_seconds",
+            "Wall time of successful fold Jobs.",
+            ["stage"],
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600, 7200),
+            registry=r,
+        )
+        self.fold_metric = Gauge(
+            "stagegate_fold_metric",
+            "Out-of-sample metric of one fold.",
+            [*_TJ, "stage", "fold", "metric"],
+            registry=r,
+        )
+        self.stage_metric = Gauge(
+            "stagegate_stage_metric",
+            "Mean out-of-sample metric over a stage's folds.",
+            [*_TJ, "stage", "metric"],
+            registry=r,
+        )
+        self.stage_metric_std = Gauge(
+            "stagegate_stage_metric_std",
+            "Standard deviation of a metric over a stage's folds.",
+            [*_TJ, "stage", "metric"],
+            registry=r,
+        )
+        self.baseline_metric = Gauge(
+            "stagegate_stage_baseline_metric",
+            "Mean out-of-sample metric of a baseline over a stage's folds.",
+            [*_TJ, "stage", "baseline", "metric"],
+            registry=r,
+        )
+        self.gate_passed = Gauge(
+            "stagegate_gate_passed",
+            "1 when a stage gate passed, 0 when it failed.",
+            [*_TJ, "stage", "gate"],
+            registry=r,
+        )
+        self.gate_threshold = Gauge(
+            "stagegate_gate_threshold",
+            "The threshold a stage gate compares with.",
+            [*_TJ, "stage", "gate"],
+            registry=r,
+        )
+        self.awaiting_approval = Histogram(
+            "stagegate_approval_wait_seconds",
+            "Time from AwaitingApproval to the gate's decision.",
+            buckets=(60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86_400, 3 * 86_400),
+            registry=r,
+        )
+        self.reconciles = Counter("stagegate_reconciles", "Reconcile passes.", registry=r)
+        self.reconcile_errors = Counter(
+            "stagegate_reconcile_errors",
+            "Reconcile passes that raised, by error type.",
+            ["error"],
+            registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            "stagegate_reconcile_duration_seconds",
+            "Time of one reconcile pass.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self._phases: dict[tuple[str, str], str] = {}
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+
+    def record(
+        self, namespace: str, name: str, spec: Any, status: Mapping[str, Any], phase_seconds: float
+    ) -> None:
+        """Export one TrainingJob's status."""
+        labels = (namespace, name, spec.symbol, spec.canonical_timeframe)
+        phase = status.get("phase", "Pending")
+        self._phases[(namespace, name)] = phase
+        for p in PHASES:
+            self.phase.labels(*labels, p).set(1 if p == phase else 0)
+        self.phase_seconds.labels(*labels, phase).set(phase_seconds)
+        for stage, entry in (status.get("stages") or {}).items():
+            folds = entry.get("folds", [])
+            done = [f for f in folds if "metrics" in f]
+            if folds:
+                self.progress.labels(*labels, stage).set(len(done) / len(folds))
+            for fold in done:
+                for metric in METRICS:
+                    value = fold["metrics"].get(metric)
+                    if value is not None:
+                        self.fold_metric.labels(
+                            *labels, stage, str(fold["fold"]), snake(metric)
+                        ).set(value)
+            if "passed" not in entry:
+                continue
+            for metric in METRICS:
+                stats = entry["summary"][metric]
+                if stats["mean"] is not None:
+                    self.stage_metric.labels(*labels, stage, snake(metric)).set(stats["mean"])
+                    self.stage_metric_std.labels(*labels, stage, snake(metric)).set(
+                        stats["std"] or 0.0
+                    )
+                for baseline in BASELINES:
+                    mean = entry["baselines"][baseline][metric]["mean"]
+                    if mean is not None:
+                        self.baseline_metric.labels(*labels, stage, baseline, snake(metric)).set(
+                            mean
+                        )
+            for gate in entry["gates"]:
+                self.gate_passed.labels(*labels, stage, gate["gate"]).set(
+                    1 if gate["passed"] else 0
+                )
+                if gate["threshold"] is not None:
+                    self.gate_threshold.labels(*labels, stage, gate["gate"]).set(gate["threshold"])
+        self._count_phases()
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A deleted TrainingJob leaves the per-job series."""
+        self._phases.pop((namespace, name), None)
+        for gauge in (
+            self.phase,
+            self.phase_seconds,
+            self.progress,
+            self.fold_metric,
+            self.stage_metric,
+            self.stage_metric_std,
+            self.baseline_metric,
+            self.gate_passed,
+            self.gate_threshold,
+        ):
+            for labels in list(gauge._metrics):  # prometheus_client has no label-prefix removal
+                if labels[0] == namespace and labels[1] == name:
+                    gauge.remove(*labels)
+        self._count_phases()
+
+    def _count_phases(self) -> None:
+        counts = dict.fromkeys(PHASES, 0)
+        for phase in self._phases.values():
+            counts[phase] = counts.get(phase, 0) + 1
+        for phase, count in counts.items():
+            self.trainingjobs.labels(phase).set(count)

@@ -1,0 +1,201 @@
+"""From what the cluster shows to what the stage machine needs. Pure.
+
+The operator's memory is the TrainingJob status: results harvested from finished pods'
+termination messages are written there, so they survive the Jobs' TTL and operator restarts.
+Each reconcile recalls the memory from the status, harvests what newly finished, and observes
+which steps run, succeeded or failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from stagegate_trainer.results import decode
+from stagegate_trainer.spec import STAGES
+from stagegate_trainer.stagemachine import Observation, StageObservation, Step
+
+from .children import LABEL_FOLD, LABEL_STAGE, LABEL_STEP
+
+APPROVAL_ANNOTATION = "stagegate.io/approval"
+APPROVED_BY_ANNOTATION = "stagegate.io/approved-by"
+CANCEL_ANNOTATION = "stagegate.io/cancel"
+
+
+@dataclass
+class Memory:
+    prepared: dict[str, Any] | None = None  # the prepare step's result
+    folds: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    final: dict[str, Any] | None = None
+
+    def fold_count(self, stage: str) -> int | None:
+        if self.prepared is None:
+            return None
+        entry = self.prepared["stages"].get(stage) or {}
+        count = entry.get("foldCount")
+        return int(count) if count is not None else None
+
+
+def recall(status: Mapping[str, Any]) -> Memory:
+    """The results an earlier reconcile recorded in the status."""
+    memory = Memory(prepared=status.get("prepared"))
+    for stage, entry in (status.get("stages") or {}).items():
+        memory.folds[stage] = {
+            f["fold"]: {"model": f["metrics"], "train": f.get("train"), "test": f.get("test")}
+            for f in entry.get("folds", [])
+            if "metrics" in f
+        }
+        if "passed" in entry:
+            memory.summaries[stage] = {
+                "model": entry["summary"],
+                "baselines": entry["baselines"],
+                "gates": entry["gates"],
+                "passed": entry["passed"],
+            }
+    artifacts = status.get("artifacts") or {}
+    if "model" in artifacts:
+        memory.final = {"model": artifacts["model"], "modelCard": artifacts.get("modelCard")}
+    return memory
+
+
+def _conditions(job: Mapping[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in (job.get("status") or {}).get("conditions", [])}
+
+
+def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    for container in (pod.get("status") or {}).get("containerStatuses", []):
+        terminated = (container.get("state") or {}).get("terminated")
+        if terminated:
+            return terminated
+    return {}
+
+
+def pods_of(job_name: str, pods: Iterable[Mapping[str, Any]]) -> Sequence[Mapping[str, Any]]:
+    owned = [p for p in pods if p["metadata"].get("labels", {}).get("job-name") == job_name]
+    return sorted(owned, key=lambda p: p["metadata"].get("creationTimestamp", ""))
+
+
+def result_of(job_name: str, pods: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    for pod in reversed(pods_of(job_name, pods)):
+        if (pod.get("status") or {}).get("phase") == "Succeeded":
+            result = decode(_terminated(pod).get("message"))
+            if result is not None:
+                return result
+    return None
+
+
+def error_of(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> str | None:
+    """The last failed pod's last message line, else the Job's own failure message."""
+    for pod in reversed(pods_of(job["metadata"]["name"], pods)):
+        terminated = _terminated(pod)
+        if (pod.get("status") or {}).get("phase") == "Failed" and terminated:
+            lines = [ln for ln in (terminated.get("message") or "").splitlines() if ln.strip()]
+            if lines:
+                return lines[-1][:300]
+            return f"exit code {terminated.get('exitCode')} ({terminated.get('reason', '')})"
+    for condition in (job.get("status") or {}).get("conditions", []):
+        if condition["type"] == "Failed" and condition["status"] == "True":
+            return f"{condition.get('reason', '')}: {condition.get('message', '')}".strip(": ")
+    return None
+
+
+def job_finished(job: Mapping[str, Any]) -> bool:
+    conditions = _conditions(job)
+    return conditions.get("Complete") == "True" or conditions.get("Failed") == "True"
+
+
+def harvest(
+    memory: Memory, jobs: Iterable[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Record results of newly completed Jobs into `memory`; return what was new."""
+    new: list[tuple[str, dict[str, Any]]] = []
+    for job in jobs:
+        if _conditions(job).get("Complete") != "True":
+            continue
+        labels = job["metadata"].get("labels", {})
+        step, stage = labels.get(LABEL_STEP), labels.get(LABEL_STAGE, "")
+        if step == "prepare" and memory.prepared is not None:
+            continue
+        if step == "fold" and int(labels.get(LABEL_FOLD, 0)) in memory.folds.get(stage, {}):
+            continue
+        if step == "summary" and stage in memory.summaries:
+            continue
+        if step == "final" and memory.final is not None:
+            continue
+        result = result_of(job["metadata"]["name"], pods)
+        if result is None:
+            continue
+        if step == "prepare":
+            memory.prepared = result
+        elif step == "fold":
+            memory.folds.setdefault(stage, {})[int(result["fold"])] = result
+        elif step == "summary":
+            memory.summaries[stage] = result
+        elif step == "final":
+            memory.final = result
+        new.append((str(step), result))
+    return new
+
+
+def job_step(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> Step:
+    if job is None:
+        return Step()
+    status = job.get("status") or {}
+    failed = int(status.get("failed", 0))
+    conditions = _conditions(job)
+    if conditions.get("Failed") == "True":
+        limit = int(job["spec"].get("backoffLimit", 0))
+        return Step("failed", max(failed, limit + 1), error_of(job, pods))
+    if conditions.get("Complete") == "True":
+        # Complete but no readable result (its pods are gone): run it again; the step finds
+        # its stored result and reports it without recomputing.
+        return Step("absent", failed)
+    return Step("running", failed, error_of(job, pods) if failed else None)
+
+
+def observe(
+    memory: Memory,
+    jobs: Mapping[str, Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]],
+    names: Mapping[str, Any],
+    annotations: Mapping[str, str],
+    max_retries: int,
+) -> Observation:
+    """`jobs` by name; `names` gives the child names (see children.*_job_name)."""
+    prepare = (
+        Step("succeeded")
+        if memory.prepared is not None
+        else job_step(jobs.get(names["prepare"]), pods)
+    )
+    stages: dict[str, StageObservation] = {}
+    for stage in STAGES:
+        count = memory.fold_count(stage)
+        done = memory.folds.get(stage, {})
+        stage_prepare = prepare
+        unplannable = ((memory.prepared or {}).get("stages", {}).get(stage) or {}).get("error")
+        if unplannable:
+            # Bad input (e.g. too little data): no retry can mend it.
+            stage_prepare = Step("failed", max_retries + 1, unplannable)
+        folds: dict[int, Step] = {}
+        for number in range(1, (count or 0) + 1):
+            if number in done:
+                folds[number] = Step("succeeded")
+            else:
+                folds[number] = job_step(jobs.get(names["fold"](stage, number)), pods)
+        summary = memory.summaries.get(stage)
+        stages[stage] = StageObservation(
+            prepare=stage_prepare,
+            fold_count=count,
+            folds=folds,
+            summary_passed=None if summary is None else bool(summary["passed"]),
+        )
+    final = Step("succeeded") if memory.final else job_step(jobs.get(names["final"]), pods)
+    approval = annotations.get(APPROVAL_ANNOTATION, "").strip().lower()
+    return Observation(
+        stages=stages,
+        final=final,
+        approval=approval if approval in ("approved", "rejected") else None,  # type: ignore[arg-type]
+        cancelled=annotations.get(CANCEL_ANNOTATION, "").lower() in ("true", "yes", "1"),
+    )

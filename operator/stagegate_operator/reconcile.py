@@ -1,0 +1,505 @@
+"""One reconcile pass for one TrainingJob: gather, decide (the shared stage machine), act.
+
+Level-based: everything is recomputed from the TrainingJob, its status (the operator's memory)
+and the child Jobs and Pods that exist now, so an approval, a Job completion or a deletion that
+happened while the operator was down is acted upon after it restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+from stagegate_trainer.spec import (
+    API_GROUP,
+    API_VERSION,
+    PLURAL,
+    TrainingJobSpec,
+    format_validation_error,
+    spec_fingerprint,
+)
+from stagegate_trainer.stagemachine import (
+    TERMINAL,
+    Decision,
+    Prepare,
+    StartFinal,
+    StartFold,
+    StopRunning,
+    Summarise,
+    decide,
+)
+from stagegate_trainer.status import Clock, build_status
+
+from . import children
+from .kubeapi import ApiError, KubeApi
+from .metrics import OperatorMetrics
+from .observe import (
+    APPROVED_BY_ANNOTATION,
+    Memory,
+    harvest,
+    job_finished,
+    observe,
+    recall,
+)
+
+log = logging.getLogger("stagegate.operator")
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+# Fields a user may change while a run goes on: they steer it without changing its results.
+STEERING = ("suspend", "parallelism", "approval", "max_retries", "resources", "image", "queue_name")
+# Status fields that change every pass; a patch for them alone is sent at most this often.
+VOLATILE = ("elapsedSeconds", "etaSeconds", "conditions", "phaseSeconds")
+ELAPSED_REFRESH_SECONDS = 30.0
+
+
+def now_iso(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def _names(name: str) -> dict[str, Any]:
+    return {
+        "prepare": children.prepare_job_name(name),
+        "fold": lambda stage, n: children.fold_job_name(name, stage, n),
+        "final": children.final_job_name(name),
+    }
+
+
+def _stable(status: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k not in VOLATILE}
+
+
+class Reconciler:
+    def __init__(
+        self,
+        api: KubeApi,
+        metrics: OperatorMetrics,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api = api
+        self.metrics = metrics
+        self.clock = clock
+        self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+
+    # ------------------------------------------------------------------ scheduling
+    def trigger(self, namespace: str, name: str) -> None:
+        """Reconcile soon; passes for one TrainingJob never overlap, and bursts coalesce."""
+        key = (namespace, name)
+        if key in self._running:
+            self._dirty.add(key)
+            return
+        self._running[key] = asyncio.get_running_loop().create_task(self._loop(key))
+
+    async def _loop(self, key: tuple[str, str]) -> None:
+        try:
+            while True:
+                self._dirty.discard(key)
+                await self.reconcile_safely(*key)
+                if key not in self._dirty:
+                    break
+        finally:
+            self._running.pop(key, None)
+
+    async def idle(self) -> None:
+        while self._running:
+            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+
+    async def reconcile_safely(self, namespace: str, name: str) -> None:
+        started = time.perf_counter()
+        self.metrics.reconciles.inc()
+        try:
+            await self.reconcile(namespace, name)
+        except Exception as exc:  # counted and logged; the next pass retries
+            self.metrics.reconcile_errors.labels(type(exc).__name__).inc()
+            log.exception("reconcile of %s/%s failed: %s", namespace, name, exc)
+        finally:
+            self.metrics.reconcile_duration.observe(time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ one pass
+    async def reconcile(self, namespace: str, name: str) -> None:
+        try:
+            body = await self.api.request(
+                "GET", KubeApi.path(GROUP_VERSION, namespace, PLURAL, name)
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                self.metrics.forget(namespace, name)
+                return
+            raise
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp"):
+            return
+        status: dict[str, Any] = body.get("status") or {}
+        now = self.clock()
+        if status.get("phase") in TERMINAL:
+            # Finished runs stay as they ended; to run again, create a new TrainingJob.
+            self._record(namespace, name, body, status, now)
+            return
+
+        try:
+            spec = TrainingJobSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            await self._fail_invalid(body, format_validation_error(exc, "spec"))
+            return
+        spec = await self._effective_spec(body, spec, status)
+
+        uid = meta["uid"]
+        if not status.get("specFingerprint"):
+            await self._ensure(
+                "v1", namespace, "configmaps",
+                children.spec_configmap(name, namespace, uid, spec, {}),
+            )  # fmt: skip
+
+        selector = f"{children.LABEL_TJ}={name}"
+        jobs_list = await self.api.list("batch/v1", namespace, "jobs", selector)
+        jobs = {j["metadata"]["name"]: j for j in jobs_list}
+        pods: list[dict[str, Any]] = []
+        if any(job_finished(j) or (j.get("status") or {}).get("failed") for j in jobs_list):
+            pods = await self.api.list("v1", namespace, "pods", selector)
+
+        memory = recall(status)
+        new_results = harvest(memory, jobs_list, pods)
+        annotations = meta.get("annotations") or {}
+        observation = observe(memory, jobs, pods, _names(name), annotations, spec.max_retries)
+        decision = decide(spec, observation)
+
+        approval = self._approval(status, decision, annotations, spec, now)
+        for action in decision.actions:
+            await self._act(action, body, spec, jobs, approval)
+
+        new_status = self._status(body, spec, status, memory, decision, observation, jobs,
+                                  approval, now)  # fmt: skip
+        await self._publish(body, status, new_status, new_results, now)
+        self._record(namespace, name, body, new_status, now)
+
+    # ------------------------------------------------------------------ pieces
+    async def _effective_spec(
+        self, body: dict[str, Any], spec: TrainingJobSpec, status: Mapping[str, Any]
+    ) -> TrainingJobSpec:
+        """The spec the run started with, steered by the fields that may change mid-run."""
+        started = status.get("specFingerprint")
+        if not started or started == spec_fingerprint(spec):
+            return spec
+        meta = body["metadata"]
+        generation = meta.get("generation")
+        if status.get("refusedGeneration") != generation:
+            await self.event(body, "Warning", "SpecChangeRefused",
+                             "the spec changed after the run started; the run keeps the spec it "
+                             "started with (suspend, parallelism, approval, resources, image and "
+                             "queueName may change)")  # fmt: skip
+        cm = await self.api.request(
+            "GET",
+            KubeApi.path("v1", meta["namespace"], "configmaps",
+                         children.spec_configmap_name(meta["name"])),
+        )  # fmt: skip
+        import yaml
+
+        frozen = TrainingJobSpec.model_validate(
+            yaml.safe_load(cm["data"][children.MANIFEST_KEY])["spec"]
+        )
+        return frozen.model_copy(update={f: getattr(spec, f) for f in STEERING})
+
+    async def _fail_invalid(self, body: dict[str, Any], message: str) -> None:
+        status = body.get("status") or {}
+        if status.get("phase") == "Failed" and status.get("message") == message:
+            return
+        meta = body["metadata"]
+        await self.api.patch_status(
+            GROUP_VERSION, meta["namespace"], PLURAL, meta["name"],
+            {"phase": "Failed", "message": message,
+             "observedGeneration": meta.get("generation")},
+        )  # fmt: skip
+        await self.event(body, "Warning", "InvalidSpec", message)
+
+    def _approval(
+        self,
+        status: Mapping[str, Any],
+        decision: Decision,
+        annotations: Mapping[str, str],
+        spec: TrainingJobSpec,
+        now: float,
+    ) -> dict[str, Any] | None:
+        """Who decided the gate and when: recorded once, when the decision is first applied."""
+        recorded = status.get("approval")
+        if recorded and recorded.get("decision") in ("approved", "rejected"):
+            return dict(recorded)
+        verdict = decision.gate
+        if verdict is None or verdict.decision == "waiting":
+            return None
+        by = verdict.by
+        if by == "annotation":
+            who = annotations.get(APPROVED_BY_ANNOTATION)
+            by = f"annotation ({who})" if who else "annotation"
+        return {"decision": verdict.decision, "by": by, "at": now_iso(now),
+                "gate": verdict.gate}  # fmt: skip
+
+    async def _ensure(self, group_version: str, namespace: str, plural: str, body: Any) -> bool:
+        """Create a child; True when created, False when it already existed (adopted)."""
+        try:
+            await self.api.create(group_version, namespace, plural, body)
+            return True
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    async def _act(
+        self,
+        action: Any,
+        body: dict[str, Any],
+        spec: TrainingJobSpec,
+        jobs: Mapping[str, Mapping[str, Any]],
+        approval: Mapping[str, Any] | None,
+    ) -> None:
+        meta = body["metadata"]
+        name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+        if isinstance(action, StopRunning):
+            for job_name, job in jobs.items():
+                if not job_finished(job):
+                    await self.api.delete("batch/v1", namespace, "jobs", job_name,
+                                          propagation="Background")  # fmt: skip
+            return
+        if isinstance(action, Prepare):
+            job = children.prepare_job(name, namespace, uid, spec)
+        elif isinstance(action, StartFold):
+            job = children.fold_job(name, namespace, uid, spec, action.stage, action.fold)
+        elif isinstance(action, Summarise):
+            job = children.summary_job(name, namespace, uid, spec, action.stage)
+        elif isinstance(action, StartFinal):
+            by = (approval or {}).get("by", "gates")
+            job = children.final_job(name, namespace, uid, spec, by)
+        else:  # pragma: no cover - the machine has no other actions
+            raise TypeError(action)
+        job_name = job["metadata"]["name"]
+        existing = jobs.get(job_name)
+        if existing is not None and job_finished(existing):
+            # A finished Job the machine wants again (a retry, or a result that was lost):
+            # remove it; the next pass creates it afresh under the same name.
+            await self.api.delete("batch/v1", namespace, "jobs", job_name,
+                                  propagation="Background")  # fmt: skip
+            return
+        if existing is None:
+            await self._ensure("batch/v1", namespace, "jobs", job)
+
+    def _status(
+        self,
+        body: dict[str, Any],
+        spec: TrainingJobSpec,
+        old: Mapping[str, Any],
+        memory: Memory,
+        decision: Decision,
+        observation: Any,
+        jobs: Mapping[str, Mapping[str, Any]],
+        approval: Mapping[str, Any] | None,
+        now: float,
+    ) -> dict[str, Any]:
+        meta = body["metadata"]
+        started = old.get("startedAt") or now_iso(now)
+        finished = old.get("finishedAt")
+        if decision.phase in TERMINAL and not finished:
+            finished = now_iso(now)
+        end = parse_iso(finished) or now
+        plans: dict[str, Any] = {}
+        for run_stage in spec.stages_to_run():
+            stage = str(run_stage)
+            entry = ((memory.prepared or {}).get("stages") or {}).get(stage)
+            if entry and "error" not in entry:
+                plans[stage] = entry
+        old_stages = old.get("stages") or {}
+        stage_started = {s: v["startedAt"] for s, v in old_stages.items() if v.get("startedAt")}
+        stage_finished = {s: v["finishedAt"] for s, v in old_stages.items() if v.get("finishedAt")}
+        for stage in list(plans):
+            if stage not in stage_started and (
+                memory.folds.get(stage)
+                or any(
+                    j["metadata"]["labels"].get(children.LABEL_STAGE) == stage
+                    and j["metadata"]["labels"].get(children.LABEL_STEP) == "fold"
+                    for j in jobs.values()
+                )
+            ):
+                stage_started[stage] = now_iso(now)
+            if stage in memory.summaries and stage not in stage_finished:
+                stage_finished[stage] = now_iso(now)
+        status = build_status(
+            decision=decision,
+            observation=observation,
+            plans=plans,
+            fold_metrics=memory.folds,
+            summaries=memory.summaries,
+            clock=Clock(
+                now=now_iso(now),
+                started=started,
+                elapsed_seconds=end - (parse_iso(started) or now),
+                stage_started=stage_started,
+                stage_finished=stage_finished,
+                fold_seconds=_fold_seconds(jobs),
+            ),
+            parallelism=spec.parallelism,
+            artifacts=self._artifacts(spec, meta, memory),
+            approval=approval,
+            previous_conditions=old.get("conditions"),
+        )
+        status["observedGeneration"] = meta.get("generation")
+        status["specFingerprint"] = old.get("specFingerprint") or spec_fingerprint(spec)
+        if old.get("specFingerprint") and old["specFingerprint"] != spec_fingerprint(
+            TrainingJobSpec.model_validate(body.get("spec") or {})
+        ):
+            status["refusedGeneration"] = meta.get("generation")
+        if memory.prepared is not None:
+            status["prepared"] = memory.prepared
+            status["data"] = {
+                "summary": memory.prepared.get("dataSummary"),
+                "hash": memory.prepared.get("dataHash"),
+                "labelledRows": memory.prepared.get("labelledRows"),
+            }
+        if finished:
+            status["finishedAt"] = finished
+        phase_since = old.get("phaseSince") if old.get("phase") == decision.phase else None
+        status["phaseSince"] = phase_since or now_iso(now)
+        return status
+
+    @staticmethod
+    def _artifacts(
+        spec: TrainingJobSpec, meta: Mapping[str, Any], memory: Memory
+    ) -> dict[str, str]:
+        from stagegate_trainer import layout
+
+        root = spec.artifacts.uri.rstrip("/")
+        run = f"{root}/{layout.run_prefix(meta['namespace'], meta['name'], meta['uid'])}"
+        artifacts = {"run": run}
+        if memory.final:
+            artifacts["model"] = memory.final["model"]
+            if memory.final.get("modelCard"):
+                artifacts["modelCard"] = memory.final["modelCard"]
+        return artifacts
+
+    async def _publish(
+        self,
+        body: dict[str, Any],
+        old: Mapping[str, Any],
+        new: dict[str, Any],
+        results: list[tuple[str, dict[str, Any]]],
+        now: float,
+    ) -> None:
+        meta = body["metadata"]
+        elapsed_stale = abs(new.get("elapsedSeconds", 0) - old.get("elapsedSeconds", 0)) >= (
+            ELAPSED_REFRESH_SECONDS
+        )
+        if _stable(new) == _stable(old) and not elapsed_stale:
+            return
+        await self.api.patch_status(GROUP_VERSION, meta["namespace"], PLURAL, meta["name"], new)
+        for stage, failures in _new_failures(old, new).items():
+            self.metrics.folds.labels(stage, "failed").inc(failures)
+        for step, result in results:
+            if step == "fold":
+                self.metrics.folds.labels(result["stage"], "succeeded").inc()
+                m = result["model"]
+                await self.event(
+                    body, "Normal", "FoldSucceeded",
+                    f"{result['stage']} fold {result['fold']}/{result['folds']}: "
+                    f"accuracy={_pct(m['accuracy'])} recall={_pct(m['recall'])} "
+                    f"roc_auc={_pct(m['rocAuc'])} f1={_two(m['f1'])}",
+                )  # fmt: skip
+        if new.get("phase") != old.get("phase"):
+            kind = "Warning" if new["phase"] in ("Failed", "Rejected") else "Normal"
+            await self.event(body, kind, new["phase"], new.get("message") or new["phase"])
+            if old.get("phase") == "AwaitingApproval":
+                since = parse_iso(old.get("phaseSince"))
+                if since is not None:
+                    self.metrics.awaiting_approval.observe(max(0.0, now - since))
+        approval = new.get("approval")
+        if approval and approval != old.get("approval"):
+            await self.event(
+                body,
+                "Normal",
+                "Approval",
+                f"{approval['gate']} gate {approval['decision']} by {approval['by']}",
+            )
+
+    def _record(
+        self, namespace: str, name: str, body: Mapping[str, Any], status: Mapping[str, Any],
+        now: float,
+    ) -> None:  # fmt: skip
+        try:
+            spec = TrainingJobSpec.model_validate(body.get("spec") or {})
+        except ValidationError:
+            return
+        since = parse_iso(status.get("phaseSince")) or now
+        self.metrics.record(namespace, name, spec, status, max(0.0, now - since))
+
+    async def event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        stamp = now_iso(self.clock())
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": GROUP_VERSION,
+                "kind": "TrainingJob",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "stagegate-operator"},
+            "reportingComponent": "stagegate-operator",
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self.api.create("v1", meta["namespace"], "events", event)
+        except ApiError as exc:  # an event lost is not worth failing the reconcile
+            log.warning("event %s for %s not posted: %s", reason, meta["name"], exc)
+
+
+def _fold_seconds(jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for job in jobs.values():
+        labels = job["metadata"].get("labels", {})
+        status = job.get("status") or {}
+        start, end = parse_iso(status.get("startTime")), parse_iso(status.get("completionTime"))
+        if labels.get(children.LABEL_STEP) == "fold" and start and end:
+            out.setdefault(labels[children.LABEL_STAGE], []).append(end - start)
+    return out
+
+
+def _failures(status: Mapping[str, Any]) -> dict[tuple[str, int], int]:
+    out = {}
+    for stage, entry in (status.get("stages") or {}).items():
+        for fold in entry.get("folds", []):
+            done = 1 if fold.get("state") == "Succeeded" else 0
+            out[(stage, fold["fold"])] = fold.get("attempts", 0) - done
+    return out
+
+
+def _new_failures(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, int]:
+    before = _failures(old)
+    counts: dict[str, int] = {}
+    for (stage, fold), failures in _failures(new).items():
+        extra = failures - before.get((stage, fold), 0)
+        if extra > 0:
+            counts[stage] = counts.get(stage, 0) + extra
+    return counts
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _two(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
