@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.exchange",
     "tests.support.kube",
     "tests.support.runs",
+    "tests.support.operator",
 ]

@@ -1,0 +1,211 @@
+"""The real operator (`stagegate-operator`, a subprocess) against the Kubernetes emulator,
+with artifacts in moto S3 over HTTP.
+
+Fixture ``cluster`` -> :class:`Cluster`: an emulator with the CRD applied by real kubectl, a
+Secret holding the S3 credentials, and a running operator that can be stopped, killed and
+restarted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from tests.kube.emulator import free_port
+from tests.support.kube import KubeApi
+from tests.support.runs import small_spec
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TJ_PATH = "/apis/stagegate.io/v1alpha1/namespaces/default/trainingjobs"
+SECRET = "s3-credentials"
+
+
+@dataclass
+class Cluster:
+    kube: KubeApi
+    bucket: str
+    s3_endpoint: str
+    log_dir: Path
+    metrics_port: int = field(default_factory=free_port)
+    health_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[str] | None = None
+    starts: int = 0
+
+    # -- operator lifecycle
+    def start_operator(self) -> None:
+        self.starts += 1
+        log = open(self.log_dir / f"operator-{self.starts}.log", "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                str(BIN / "stagegate-operator"),
+                "--kubeconfig",
+                str(self.kube.kubeconfig),
+                "--namespace",
+                "default",
+                "--metrics-port",
+                str(self.metrics_port),
+                "--health-port",
+                str(self.health_port),
+                "--resync-seconds",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "HOME": str(self.kube.home)},
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
+                ) as response:
+                    if response.status == 200:
+                        return
+            assert self.process.poll() is None, self.operator_log()
+            time.sleep(0.2)
+        raise AssertionError("operator not healthy:\n" + self.operator_log())
+
+    def stop_operator(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(5)
+
+    def operator_log(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.log_dir.glob("operator-*.log")))
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read().decode()
+
+    # -- TrainingJobs
+    def manifest(self, name: str, **overrides: Any) -> dict[str, Any]:
+        spec = small_spec(**overrides)
+        spec.setdefault(
+            "artifacts", {"uri": f"s3://{self.bucket}/runs", "secretRef": {"name": SECRET}}
+        )
+        spec.setdefault(
+            "resources", {"quick": {"requests": {"cpu": "1"}}, "full": {"requests": {"cpu": "1"}}}
+        )
+        return {
+            "apiVersion": "stagegate.io/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": spec,
+        }
+
+    def apply(self, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return self.kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+
+    def tj(self, name: str) -> dict[str, Any]:
+        return self.kube.get(f"{TJ_PATH}/{name}")  # type: ignore[no-any-return]
+
+    def wait_phase(self, name: str, *phases: str, timeout: float = 180) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            tj = self.tj(name)
+            return tj if tj.get("status", {}).get("phase") in phases else None
+
+        try:
+            return self.kube.wait_for(
+                reached, timeout=timeout, interval=0.3, message=f"{name} in {phases}"
+            )
+        except AssertionError as exc:
+            status = self.tj(name).get("status", {})
+            raise AssertionError(
+                f"{exc}; phase {status.get('phase')}: {status.get('message')}"
+                f"\n{self.operator_log()[-3000:]}"
+            ) from None
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        items = self.kube.get("/api/v1/namespaces/default/events")["items"]
+        return [e for e in items if e["involvedObject"]["name"] == name]
+
+    def jobs(self, name: str) -> list[dict[str, Any]]:
+        path = "/apis/batch/v1/namespaces/default/jobs"
+        return self.kube.get(f"{path}?labelSelector=stagegate.io/trainingjob%3D{name}")["items"]
+
+    def pods(self, name: str) -> list[dict[str, Any]]:
+        path = "/api/v1/namespaces/default/pods"
+        return self.kube.get(f"{path}?labelSelector=stagegate.io/trainingjob%3D{name}")["items"]
+
+    def objects(self, prefix: str = "") -> dict[str, Any]:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        listing = s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return {o["Key"]: o for o in listing.get("Contents", [])}
+
+    def read_json(self, key: str) -> Any:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        return json.loads(s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+
+@pytest.fixture
+def cluster(
+    kube_api: KubeApi, s3_bucket: str, moto_server: str, tmp_path: Path
+) -> Iterator[Cluster]:
+    kube_api.kubectl("apply", "-f", str(REPO / "crds" / "trainingjob.yaml"))
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SECRET, "namespace": "default"},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ENDPOINT_URL": moto_server,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+    }
+    kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump(secret))
+    logs = tmp_path / "operator-logs"
+    logs.mkdir()
+    bucket = s3_bucket.removeprefix("s3://")
+    found = Cluster(kube_api, bucket, moto_server, logs)
+    found.start_operator()
+    try:
+        yield found
+    finally:
+        found.stop_operator()
+
+
+def poll(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {predicate}")

@@ -1,0 +1,269 @@
+"""The operator end to end: real kubectl, the Kubernetes emulator, real trainer pods on the
+bundled candles, artifacts in moto S3 over HTTP."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.support.operator import TJ_PATH, Cluster, poll
+
+pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
+
+OPEN_GATES = {
+    "minAccuracy": 0,
+    "minRecall": 0,
+    "minRocAuc": 0,
+    "minF1": 0,
+    "mustBeatBaselines": False,
+}
+
+
+def reasons(cluster: Cluster, name: str) -> list[str]:
+    return [e["reason"] for e in cluster.events(name)]
+
+
+def run_keys(cluster: Cluster, tj: dict[str, Any]) -> dict[str, Any]:
+    uid = tj["metadata"]["uid"]
+    return cluster.objects(f"runs/default/{tj['metadata']['name']}/{uid}/")
+
+
+def test_sequential_manual_approval(cluster: Cluster) -> None:
+    cluster.apply(cluster.manifest("btc"))
+    waiting = cluster.wait_phase("btc", "AwaitingApproval")
+    status = waiting["status"]
+    assert status["progress"] == "2/2"
+    assert status["stages"]["quick"]["plan"]["foldCount"] == 2
+    assert all("metrics" in f for f in status["stages"]["quick"]["folds"])
+    assert {g["gate"] for g in status["stages"]["quick"]["gates"]} >= {"minRocAuc", "minF1"}
+    assert not [
+        j for j in cluster.jobs("btc") if j["metadata"]["labels"]["stagegate.io/stage"] == "full"
+    ]
+    table = cluster.kube.kubectl("get", "tj").stdout
+    assert "AwaitingApproval" in table and "2/2" in table and "%" in table
+
+    cluster.kube.kubectl(
+        "annotate", "tj", "btc", "stagegate.io/approval=approved", "stagegate.io/approved-by=alice"
+    )
+    done = cluster.wait_phase("btc", "Succeeded", "Failed")
+    status = done["status"]
+    assert status["phase"] == "Succeeded", status["message"]
+    assert status["approval"]["decision"] == "approved"
+    assert status["approval"]["by"] == "annotation (alice)"
+    assert status["progress"] == "4/4"
+    assert [c["type"] for c in status["conditions"] if c["status"] == "True"].count("Complete")
+    keys = run_keys(cluster, done)
+    prefix = f"runs/default/btc/{done['metadata']['uid']}/"
+    for rel in (
+        "model/model.txt",
+        "model/model_card.json",
+        "plan.json",
+        "quick/summary.json",
+        "full/summary.json",
+        "full/folds/04/metrics.json",
+        "data/ohlcv.parquet",
+    ):
+        assert prefix + rel in keys, rel
+    assert status["artifacts"]["model"] == f"s3://{cluster.bucket}/{prefix}model/model.txt"
+    card = cluster.read_json(prefix + "model/model_card.json")
+    assert card["approvedBy"] == "annotation (alice)"
+    seen = reasons(cluster, "btc")
+    for reason in ("Quick", "AwaitingApproval", "Full", "Approval", "Succeeded", "FoldSucceeded"):
+        assert reason in seen, (reason, seen)
+    described = cluster.kube.kubectl("describe", "tj", "btc").stdout
+    assert "AwaitingApproval" in described and "FoldSucceeded" in described
+    logs = cluster.kube.kubectl(
+        "logs", "-l", "stagegate.io/stage=quick,stagegate.io/step=fold", "--tail=-1"
+    ).stdout
+    assert "Fold 1/2: accuracy=" in logs and "Fold 2/2: accuracy=" in logs
+    # Each fold trained once: one Job and one pod per fold.
+    folds = [
+        j for j in cluster.jobs("btc") if j["metadata"]["labels"]["stagegate.io/step"] == "fold"
+    ]
+    assert len(folds) == 6
+    assert all(j["status"].get("succeeded") == 1 and not j["status"].get("failed") for j in folds)
+    metrics = cluster.metrics()
+    assert 'stagegate_trainingjobs{phase="Succeeded"} 1.0' in metrics
+    assert "stagegate_stage_metric{" in metrics and "stagegate_gate_passed{" in metrics
+    assert 'stagegate_folds_total{result="succeeded",stage="full"} 4.0' in metrics
+
+
+def test_auto_policy_passes_and_rejects(cluster: Cluster) -> None:
+    cluster.apply(cluster.manifest("open", approval={"policy": "auto"}, gates=OPEN_GATES))
+    cluster.apply(
+        cluster.manifest("strict", approval={"policy": "auto"}, gates={"minRocAuc": 0.99})
+    )
+    passed = cluster.wait_phase("open", "Succeeded", "Failed", "Rejected")["status"]
+    assert passed["phase"] == "Succeeded", passed["message"]
+    assert passed["approval"]["by"] == "policy:auto"
+    rejected = cluster.wait_phase("strict", "Rejected", "Failed", "Succeeded")["status"]
+    assert rejected["phase"] == "Rejected"
+    assert "failed its gates" in rejected["message"]
+    assert "full" not in {
+        j["metadata"]["labels"]["stagegate.io/stage"]
+        for j in cluster.jobs("strict")
+        if j["metadata"]["labels"]["stagegate.io/step"] == "fold"
+    }
+    assert "Rejected" in reasons(cluster, "strict")
+    assert any(e["type"] == "Warning" for e in cluster.events("strict"))
+
+
+def test_mode_quick_and_manual_rejection(cluster: Cluster) -> None:
+    cluster.apply(cluster.manifest("quick-only", mode="quick"))
+    cluster.apply(cluster.manifest("no"))
+    quick = cluster.wait_phase("quick-only", "Succeeded", "Failed")
+    assert quick["status"]["phase"] == "Succeeded"
+    assert "full" not in quick["status"]["stages"]
+    keys = run_keys(cluster, quick)
+    assert any(k.endswith("quick/summary.json") for k in keys)
+    assert not any("/model/" in k for k in keys)
+
+    cluster.wait_phase("no", "AwaitingApproval")
+    cluster.kube.kubectl("annotate", "tj", "no", "stagegate.io/approval=rejected")
+    rejected = cluster.wait_phase("no", "Rejected")["status"]
+    assert rejected["message"] == "rejected at the quick gate"
+    assert rejected["approval"]["decision"] == "rejected"
+
+
+def test_delete_mid_run_leaves_nothing(cluster: Cluster) -> None:
+    cluster.apply(
+        cluster.manifest(
+            "gone", model={"maxRounds": 400, "earlyStoppingRounds": 400, "learningRate": 0.01}
+        )
+    )
+    poll(
+        lambda: any(
+            j["metadata"]["labels"]["stagegate.io/step"] == "fold" for j in cluster.jobs("gone")
+        ),
+        timeout=60,
+    )
+    cluster.kube.kubectl("delete", "tj", "gone", "--timeout=60s")
+    poll(lambda: not cluster.jobs("gone") and not cluster.pods("gone"), timeout=60)
+    cms = cluster.kube.get("/api/v1/namespaces/default/configmaps")["items"]
+    assert not [c for c in cms if c["metadata"]["name"] == "gone-spec"]
+    time.sleep(1)
+    leftovers = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "--stage" in (p.info["cmdline"] or []) and "fold" in (p.info["cmdline"] or [])
+    ]
+    assert not leftovers, [p.info["cmdline"] for p in leftovers]
+
+
+def test_suspend_and_resume(cluster: Cluster) -> None:
+    cluster.apply(
+        cluster.manifest("pause", suspend=True, approval={"policy": "auto"}, gates=OPEN_GATES)
+    )
+    time.sleep(3)
+    assert cluster.tj("pause")["status"]["phase"] == "Pending"
+    assert not cluster.jobs("pause")
+    cluster.kube.patch(f"{TJ_PATH}/pause", {"spec": {"suspend": False}})
+    poll(
+        lambda: any(
+            j["metadata"]["labels"]["stagegate.io/step"] == "fold" for j in cluster.jobs("pause")
+        ),
+        timeout=60,
+    )
+    cluster.kube.patch(f"{TJ_PATH}/pause", {"spec": {"suspend": True}})
+    poll(lambda: "suspended" in cluster.tj("pause")["status"].get("message", ""), timeout=30)
+    poll(
+        lambda: all(j.get("status", {}).get("succeeded") for j in cluster.jobs("pause")), timeout=30
+    )
+    cluster.kube.patch(f"{TJ_PATH}/pause", {"spec": {"suspend": False}})
+    status = cluster.wait_phase("pause", "Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status["message"]
+
+
+def test_operator_killed_mid_stage_and_restarted(cluster: Cluster) -> None:
+    cluster.apply(cluster.manifest("crash", approval={"policy": "auto"}, gates=OPEN_GATES))
+    poll(
+        lambda: any(
+            j["metadata"]["labels"]["stagegate.io/stage"] == "full" for j in cluster.jobs("crash")
+        ),
+        timeout=120,
+    )
+    cluster.stop_operator(signal.SIGKILL)
+    time.sleep(3)  # Jobs go on without the operator
+    cluster.start_operator()
+    status = cluster.wait_phase("crash", "Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status["message"]
+    folds = [
+        j for j in cluster.jobs("crash") if j["metadata"]["labels"]["stagegate.io/step"] == "fold"
+    ]
+    assert len(folds) == 6 and all(j["status"].get("succeeded") == 1 for j in folds)
+    fold_pods = [
+        p for p in cluster.pods("crash") if p["metadata"]["labels"]["stagegate.io/step"] == "fold"
+    ]
+    assert len(fold_pods) == 6  # no fold trained twice
+
+
+def test_a_killed_fold_pod_is_retried(cluster: Cluster) -> None:
+    cluster.apply(
+        cluster.manifest(
+            "retry",
+            mode="quick",
+            model={"maxRounds": 400, "earlyStoppingRounds": 400, "learningRate": 0.01},
+        )
+    )
+
+    def training() -> list[psutil.Process]:
+        return [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "retry" not in str(p.info["cmdline"])
+            and "--fold" in (p.info["cmdline"] or [])
+            and p.cpu_percent(0.1) > 10
+        ]
+
+    victims = poll(training, timeout=90)
+    victims[0].kill()
+    status = cluster.wait_phase("retry", "Succeeded", "Failed")["status"]
+    assert status["phase"] == "Succeeded", status["message"]
+    jobs = [
+        j for j in cluster.jobs("retry") if j["metadata"]["labels"]["stagegate.io/step"] == "fold"
+    ]
+    assert sum(j["status"].get("failed", 0) for j in jobs) == 1
+    assert 'stagegate_folds_total{result="failed",stage="quick"} 1.0' in cluster.metrics()
+
+
+def test_schema_violations_are_refused_by_kubectl(cluster: Cluster) -> None:
+    bad = cluster.manifest("bad", stages={"quick": {"testPeriodDays": 0}})
+    out = cluster.kube.kubectl(
+        "apply", "-f", "-", input=__import__("yaml").safe_dump(bad), check=False
+    )
+    assert out.returncode != 0
+    assert "testPeriodDays" in out.stderr
+    typo = cluster.manifest("typo")
+    typo["spec"]["sybmol"] = "BTC/USDT"
+    out = cluster.kube.kubectl(
+        "apply", "-f", "-", input=__import__("yaml").safe_dump(typo), check=False
+    )
+    assert out.returncode != 0 and "sybmol" in out.stderr
+    assert cluster.kube.request("GET", f"{TJ_PATH}/bad")[0] == 404
+
+
+def test_unreachable_s3_fails_with_the_reason(cluster: Cluster) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "dead-s3", "namespace": "default"},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        },
+    }
+    cluster.kube.kubectl("apply", "-f", "-", input=__import__("yaml").safe_dump(secret))
+    manifest = cluster.manifest("nos3", maxRetries=1)
+    manifest["spec"]["artifacts"] = {"uri": "s3://nowhere/runs", "secretRef": {"name": "dead-s3"}}
+    cluster.apply(manifest)
+    status = cluster.wait_phase("nos3", "Failed", "Succeeded")["status"]
+    assert status["phase"] == "Failed"
+    assert "prepare failed after 2 attempts" in status["message"]
+    assert "127.0.0.1:9" in status["message"]
+    assert "Failed" in reasons(cluster, "nos3")
+    assert "y" not in status["message"].split()  # the secret never reaches the status
