@@ -52,7 +52,7 @@ import pandas as pd
 from stagegate_trainer import fold as fold_module
 from stagegate_trainer import steps
 from stagegate_trainer.dataset import LABEL, build_dataset, timestamps_ns
-from stagegate_trainer.features import BASELINE_FEATURES, FEATURE_NAMES
+from stagegate_trainer.features import FEATURE_NAMES
 from stagegate_trainer.spec import ModelSpec, parse_manifest
 
 T = TypeVar("T")
@@ -137,7 +137,9 @@ def trained_rounds(call: FitCall) -> int:
 def bare_fit(call: FitCall, rounds: int | None = None, repeats: int = 1) -> float:
     """Bare Dataset + lgb.train on the fold's inner training rows: the compute floor."""
     spec: ModelSpec = call.kwargs["spec"]
-    inner_end, _ = fold_module.inner_split(call.ts, spec.validation_fraction, call.kwargs["purge_ns"])
+    inner_end, _ = fold_module.inner_split(
+        call.ts, spec.validation_fraction, call.kwargs["purge_ns"]
+    )
     params = fold_module.lightgbm_params(spec, call.kwargs["num_threads"]) | (
         call.kwargs.get("overrides") or {}
     )
@@ -264,13 +266,18 @@ def main() -> None:
         description=(__doc__ or "").splitlines()[0],
         epilog="Prints figures only; see the module docstring for the floor definition.",
     )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared BTC/USDT M15 parquet")
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="shared BTC/USDT M15 parquet"
+    )
     parser.add_argument("--bars", type=int, default=175_000, help="bars for features+labels")
     parser.add_argument("--threads", type=int, default=2, help="LightGBM num_threads (cores)")
     parser.add_argument("--start", default="2019-01-01", help="full fold: first bar (UTC)")
     parser.add_argument("--end", default="2023-12-31T23:45:00", help="full fold: last bar (UTC)")
     parser.add_argument(
-        "--skip", choices=["features", "quick", "full"], action="append", default=[],
+        "--skip",
+        choices=["features", "quick", "full"],
+        action="append",
+        default=[],
         help="skip a section (repeatable)",
     )
     args = parser.parse_args()

@@ -35,6 +35,7 @@ stage and 35-45 h for the full stage. Every figure is printed; nothing is assert
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -76,10 +77,8 @@ class TreeSampler(threading.Thread):
         procs = [self._me, *self._me.children(recursive=True)]
         total = 0
         for p in procs:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                 total += p.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
         self.samples += 1
         if total > self.peak:
             self.peak, self.peak_processes = total, len(procs)
@@ -136,6 +135,7 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
         console = Console(file=sys.stderr if args.verbose else log, width=120)
         sampler = TreeSampler(args.interval)
         sampler.start()
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         runner = LocalRunner(
             manifest,
@@ -146,7 +146,9 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
         )
         result = runner.execute()
         wall = time.perf_counter() - t0
+        runner_cpu = time.process_time() - cpu0
         sampler.stop()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         plan = runner.run.store.read_json(layout.PLAN)
         out.update(
             phase=result.status.get("phase"),
@@ -165,6 +167,9 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
             peak_tree=sampler.peak,
             peak_processes=sampler.peak_processes,
             samples=sampler.samples,
+            runner_cpu=runner_cpu,
+            children_cpu=children.ru_utime + children.ru_stime,
+            load=os.getloadavg()[0],
             maxrss_self=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             maxrss_children=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
         )
@@ -213,6 +218,11 @@ def report(r: dict[str, Any]) -> None:
         f"the peak, {r['samples']} samples; target <= 4 GiB: "
         f"{'MET' if peak <= MEMORY_TARGET else 'NOT MET'})"
     )
+    print(
+        f"cpu seconds:                 runner process {r['runner_cpu']:.2f} s (prepare, loop, "
+        f"summaries, sampler), workers {r['children_cpu']:.2f} s; 1-min load at the end "
+        f"{r['load']:.2f} (other work on the machine skews timings)"
+    )
     print(f"ru_maxrss runner process:    {r['maxrss_self'] / GIB:9.3f} GiB")
     print(f"ru_maxrss children (max):    {r['maxrss_children'] / GIB:9.3f} GiB")
     lo, hi = OLD_SECONDS[s]
@@ -232,7 +242,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="full stage candles")
     parser.add_argument("--start", default="2019-01-01", help="full stage: first bar (UTC)")
     parser.add_argument("--end", default="2023-12-31T23:45:00", help="full stage: last bar (UTC)")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: cores)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: cores)"
+    )
     parser.add_argument("--interval", type=float, default=0.2, help="RSS sampling period, s")
     parser.add_argument("--verbose", action="store_true", help="show the runner's output")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # child mode
@@ -243,9 +255,23 @@ def main() -> None:
         return
     stages = ["quick", "full"] if args.stage == "both" else [args.stage]
     for stage in stages:
-        cmd = [sys.executable, __file__, "--json", "--stage", stage, "--manifest", str(args.manifest),
-               "--data", str(args.data), "--start", args.start, "--end", args.end,
-               "--interval", str(args.interval)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--json",
+            "--stage",
+            stage,
+            "--manifest",
+            str(args.manifest),
+            "--data",
+            str(args.data),
+            "--start",
+            args.start,
+            "--end",
+            args.end,
+            "--interval",
+            str(args.interval),
+        ]
         if args.workers:
             cmd += ["--workers", str(args.workers)]
         if args.verbose:

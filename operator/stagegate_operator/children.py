@@ -139,6 +139,7 @@ def step_job(
     step: str,
     fold: int | None = None,
     approved_by: str = "",
+    command: tuple[str, ...] = ("stagegate",),
 ) -> dict[str, Any]:
     labels = {LABEL_TJ: name, LABEL_STAGE: stage, LABEL_STEP: step}
     if fold is not None:
@@ -148,7 +149,7 @@ def step_job(
     container: dict[str, Any] = {
         "name": "trainer",
         "image": spec.image,
-        "command": ["stagegate", *args],
+        "command": [*command, *args],
         "env": _env(name, spec, approved_by),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -193,40 +194,61 @@ def step_job(
 MANIFEST_ARG = f"env:{MANIFEST_ENV}"
 
 
-def prepare_job(name: str, namespace: str, uid: str, spec: TrainingJobSpec) -> dict[str, Any]:
+def prepare_job(
+    name: str, namespace: str, uid: str, spec: TrainingJobSpec, command: tuple[str, ...]
+) -> dict[str, Any]:
     stage: StageName = spec.stages_to_run()[0]
     return step_job(
         name=name, namespace=namespace, uid=uid, spec=spec, stage=stage,
         job_name=prepare_job_name(name), args=["prepare", MANIFEST_ARG], step="prepare",
+        command=command,
     )  # fmt: skip
 
 
 def fold_job(
-    name: str, namespace: str, uid: str, spec: TrainingJobSpec, stage: StageName, fold: int
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: TrainingJobSpec,
+    stage: StageName,
+    fold: int,
+    command: tuple[str, ...],
 ) -> dict[str, Any]:
     args = ["fold", MANIFEST_ARG, "--stage", stage, "--fold", str(fold)]
     args += ["--threads", _threads(spec, stage)]
     return step_job(
         name=name, namespace=namespace, uid=uid, spec=spec, stage=stage,
         job_name=fold_job_name(name, stage, fold), args=args, step="fold", fold=fold,
+        command=command,
     )  # fmt: skip
 
 
 def summary_job(
-    name: str, namespace: str, uid: str, spec: TrainingJobSpec, stage: StageName
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: TrainingJobSpec,
+    stage: StageName,
+    command: tuple[str, ...],
 ) -> dict[str, Any]:
     return step_job(
         name=name, namespace=namespace, uid=uid, spec=spec, stage=stage,
         job_name=summary_job_name(name, stage),
-        args=["summarise", MANIFEST_ARG, "--stage", stage], step="summary",
+        args=["summarise", MANIFEST_ARG, "--stage", stage], step="summary", command=command,
     )  # fmt: skip
 
 
 def final_job(
-    name: str, namespace: str, uid: str, spec: TrainingJobSpec, approved_by: str
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: TrainingJobSpec,
+    approved_by: str,
+    command: tuple[str, ...],
 ) -> dict[str, Any]:
     args = ["final", MANIFEST_ARG, "--threads", _threads(spec, "full")]
     return step_job(
         name=name, namespace=namespace, uid=uid, spec=spec, stage="full",
         job_name=final_job_name(name), args=args, step="final", approved_by=approved_by,
+        command=command,
     )  # fmt: skip

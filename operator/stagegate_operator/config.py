@@ -14,3 +14,5 @@ class OperatorConfig:
     resync_seconds: float = 10.0
     watch_timeout: int = 60
     verbose: bool = False
+    # The command the step pods run; the trainer image puts `stagegate` on PATH.
+    trainer_command: tuple[str, ...] = ("stagegate",)

@@ -44,6 +44,11 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
     parser.add_argument(
         "--resync-seconds", type=float, default=10.0, help="Reconcile every TrainingJob this often."
     )
+    parser.add_argument(
+        "--trainer-command",
+        default="stagegate",
+        help="Command the step pods run (split on spaces); default: stagegate.",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     args = parser.parse_args(argv)
     return OperatorConfig(
@@ -53,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         health_port=args.health_port,
         resync_seconds=args.resync_seconds,
         verbose=args.verbose,
+        trainer_command=tuple(args.trainer_command.split()),
     )
 
 

@@ -85,7 +85,9 @@ class Reconciler:
         metrics: OperatorMetrics,
         *,
         clock: Callable[[], float] = time.time,
+        trainer_command: tuple[str, ...] = ("stagegate",),
     ) -> None:
+        self.trainer_command = trainer_command
         self.api = api
         self.metrics = metrics
         self.clock = clock
@@ -271,14 +273,18 @@ class Reconciler:
                                           propagation="Background")  # fmt: skip
             return
         if isinstance(action, Prepare):
-            job = children.prepare_job(name, namespace, uid, spec)
+            job = children.prepare_job(name, namespace, uid, spec, self.trainer_command)
         elif isinstance(action, StartFold):
-            job = children.fold_job(name, namespace, uid, spec, action.stage, action.fold)
+            job = children.fold_job(
+                name, namespace, uid, spec, action.stage, action.fold, self.trainer_command
+            )
         elif isinstance(action, Summarise):
-            job = children.summary_job(name, namespace, uid, spec, action.stage)
+            job = children.summary_job(
+                name, namespace, uid, spec, action.stage, self.trainer_command
+            )
         elif isinstance(action, StartFinal):
             by = (approval or {}).get("by", "gates")
-            job = children.final_job(name, namespace, uid, spec, by)
+            job = children.final_job(name, namespace, uid, spec, by, self.trainer_command)
         else:  # pragma: no cover - the machine has no other actions
             raise TypeError(action)
         job_name = job["metadata"]["name"]

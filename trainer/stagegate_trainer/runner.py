@@ -143,6 +143,7 @@ class LocalRunner:
         self._stage_t0: dict[str, float] = {}
         self._reported: set[tuple[str, int]] = set()
         self._summarised: dict[str, bool] = {}
+        self._metrics: dict[str, dict[int, dict[str, Any]]] = {}
         self._conditions: list[dict[str, str]] | None = None
         self._status: dict[str, Any] = {}
 
@@ -153,7 +154,7 @@ class LocalRunner:
         plan = store.read_json(layout.PLAN) if store.exists(layout.PLAN) else None
         stages: dict[str, StageObservation] = {}
         for stage in self.spec.stages_to_run():
-            done = steps.finished_folds(self.run, stage) if plan else {}
+            done = self._finished(stage) if plan else {}
             count = len(steps.stage_plan_json(plan, stage)["folds"]) if plan else None
             folds = {
                 n: self._step(("fold", (stage, n)), running, n in done)
@@ -169,6 +170,16 @@ class LocalRunner:
             )
         final = self._step(("final", None), running, store.exists(layout.MODEL_CARD))
         return Observation(stages, final, self.approval, cancelled)
+
+    def _finished(self, stage: str) -> dict[int, dict[str, Any]]:
+        """Fold metrics in the store; each metrics.json is read once (it never changes)."""
+        known = self._metrics.setdefault(stage, {})
+        for key in self.run.store.list(f"{stage}/folds/"):
+            if key.endswith("/metrics.json"):
+                number = int(key.split("/")[-2])
+                if number not in known:
+                    known[number] = self.run.store.read_json(key)
+        return known
 
     def _step(self, key: tuple[str, Any], running: set[Any], done: bool) -> Step:
         # A step counts as running until its worker has been collected, even when its result
@@ -231,16 +242,23 @@ class LocalRunner:
         started = now_iso()
         t0 = time.perf_counter()
         steps.claim(self.run)
-        # Prepare in this process, before any worker starts: its failures are bad input (data,
-        # plan, storage) that no retry mends, and they should reach the user as one clear error.
-        steps.prepare(self.run)
+        pool = WorkerPool(
+            self.workers, preload=("stagegate_trainer.steps", "stagegate_trainer.fold")
+        )
+        pool.start()  # workers import LightGBM while this process prepares
+        # Prepare here, not in a worker: its failures are bad input (data, plan, storage) that
+        # no retry mends, and they should reach the user as one clear error.
+        try:
+            steps.prepare(self.run)
+        except BaseException:
+            pool.stop()
+            raise
         if self.approval == "approved":
             self.approval_record = {
                 "decision": "approved",
                 "by": "flag:--approve=yes",
                 "at": started,
             }
-        pool = WorkerPool(self.workers)
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -331,7 +349,7 @@ class LocalRunner:
             for number in done:
                 if (stage, number) not in self._reported:
                     self._reported.add((stage, number))
-                    metrics = self.run.store.read_json(layout.fold_metrics(stage, number))
+                    metrics = self._finished(stage)[number]
                     progress.console.print(fold_line(metrics))
             if stage in bars:
                 progress.update(bars[stage], completed=len(done))
@@ -344,7 +362,7 @@ class LocalRunner:
         plans: dict[str, Any] = (
             {s: steps.stage_plan_json(plan, s) for s in self.spec.stages_to_run()} if plan else {}
         )
-        metrics: dict[str, Any] = {s: steps.finished_folds(self.run, s) for s in plans}
+        metrics: dict[str, Any] = {s: self._finished(s) for s in plans}
         summaries: dict[str, Any] = {
             s: store.read_json(layout.stage_summary(s))
             for s in plans

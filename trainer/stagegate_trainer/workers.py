@@ -11,6 +11,7 @@ Ctrl-C reaches the parent alone, which then stops them in order.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import multiprocessing as mp
 import os
 import signal
@@ -32,8 +33,11 @@ class Done:
     error: str = ""  # one line when not ok
 
 
-def _serve(conn: Connection) -> None:
+def _serve(conn: Connection, preload: tuple[str, ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Import the heavy modules now, while the parent still prepares, not on the first task.
+    for module in preload:
+        importlib.import_module(module)
     while True:
         try:
             message = conn.recv()
@@ -58,14 +62,20 @@ class _Worker:
 
 
 class WorkerPool:
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, preload: tuple[str, ...] = ()) -> None:
         self._ctx = mp.get_context("spawn")
         self._size = max(1, size)
+        self._preload = preload
         self._workers: list[_Worker] = []
+
+    def start(self) -> None:
+        """Start every worker now (they import `preload` in parallel with the caller)."""
+        while len(self._workers) < self._size:
+            self._start()
 
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_serve, args=(child,), daemon=True)
+        process = self._ctx.Process(target=_serve, args=(child, self._preload), daemon=True)
         process.start()
         child.close()
         worker = _Worker(process, parent)
