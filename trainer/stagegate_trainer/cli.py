@@ -102,9 +102,8 @@ def run(
     output: str,
 ) -> None:
     """Run the whole plan locally: quick stage, gate, full stage, final model."""
-    from rich.console import Console
-
     from . import steps
+    from .report import make_console
     from .runner import LocalRunner
 
     parsed = _manifest(manifest, data, artifacts)
@@ -114,7 +113,7 @@ def run(
     approve_mode = approve or ("ask" if interactive else "no")
     if fresh:
         steps.open_run(parsed).store.delete_prefix("")
-    console = Console(stderr=output == "json")
+    console = make_console(stderr=output == "json")
 
     def ask(question: str) -> bool:
         return click.confirm(question, default=False)
@@ -159,12 +158,10 @@ def _print_outcome(console: Any, status: dict[str, Any], code: int) -> None:
 @friendly
 def plan(manifest: str, data: str | None, output: str) -> None:
     """Print the exact walk-forward plan of each stage (no training)."""
-    from rich.console import Console
-
     from .data import load_ohlcv
     from .dataset import build_dataset, timestamps_ns
     from .plan import plan_stage
-    from .report import plan_table
+    from .report import make_console, plan_table
     from .spec import timeframes
 
     parsed = _manifest(manifest, data, None)
@@ -192,7 +189,7 @@ def plan(manifest: str, data: str | None, output: str) -> None:
         doc = {"data": loaded.report.as_dict(), "labelledRows": len(dataset), "stages": plans}
         click.echo(json.dumps(doc, indent=2, default=str))
         return
-    console = Console()
+    console = make_console()
     console.print(f"data: {loaded.report.summary()}")
     console.print(f"labelled rows: {len(dataset):,}")
     for stage_plan in plans.values():
@@ -286,10 +283,8 @@ def final(manifest: str, data: str | None, artifacts: str | None, threads: int |
 @friendly
 def summarise(manifest: str, stage: str, artifacts: str | None) -> None:
     """Aggregate a stage's fold metrics, evaluate its gates and write summary.json."""
-    from rich.console import Console
-
     from . import steps
-    from .report import print_summary
+    from .report import make_console, print_summary
 
     run_ = steps.open_run(_manifest(manifest, None, artifacts))
     plan = steps.stage_plan(run_, stage)  # type: ignore[arg-type]  # click.Choice checked it
@@ -298,7 +293,7 @@ def summarise(manifest: str, stage: str, artifacts: str | None) -> None:
     if missing:
         raise SpecError(f"{stage} stage: folds {missing} have no metrics.json yet")
     summary = steps.summarise(run_, stage)  # type: ignore[arg-type]
-    print_summary(Console(width=120), summary)
+    print_summary(make_console(), summary)
     write_result(summary_result(summary))
 
 

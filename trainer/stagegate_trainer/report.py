@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import sys
+
 from rich.console import Console
 from rich.table import Table
 
@@ -25,6 +27,13 @@ _PERCENT = {
     "positiveRate",
     "predictedPositiveRate",
 }
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that does not fold fold lines or URIs at 80 columns when piped to a file."""
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 140
+    return Console(stderr=stderr, width=width, soft_wrap=True)
 
 
 def fmt(metric: str, value: float | None) -> str:

@@ -1,0 +1,265 @@
+"""Pure parts of the operator: Job builders, observation of Jobs and Pods, memory in status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+from stagegate_operator import children
+from stagegate_operator.observe import Memory, harvest, job_step, observe, recall
+from stagegate_trainer.results import encode
+from stagegate_trainer.spec import TrainingJobSpec
+from stagegate_trainer.status import Clock, build_status
+from stagegate_trainer.stagemachine import decide
+
+CMD = ("stagegate",)
+
+
+def spec(**fields: Any) -> TrainingJobSpec:
+    return TrainingJobSpec.model_validate({"symbol": "BTC/USDT", **fields})
+
+
+def test_fold_job_shape() -> None:
+    s = spec(
+        queueName="research",
+        maxRetries=3,
+        artifacts={"uri": "s3://b/p", "secretRef": {"name": "creds"}},
+        resources={"full": {"requests": {"cpu": "2", "memory": "8Gi"}}},
+    )
+    job = children.fold_job("btc", "ns", "uid-1", s, "full", 7, CMD)
+    meta = job["metadata"]
+    assert meta["name"] == "btc-full-fold-07"
+    assert meta["labels"] == {
+        "stagegate.io/trainingjob": "btc",
+        "stagegate.io/stage": "full",
+        "stagegate.io/step": "fold",
+        "stagegate.io/fold": "7",
+        "kueue.x-k8s.io/queue-name": "research",
+    }
+    owner = meta["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("TrainingJob", "uid-1", True)
+    assert job["spec"]["backoffLimit"] == 3 and job["spec"]["suspend"] is True
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    container = pod["containers"][0]
+    assert container["command"] == [
+        "stagegate",
+        "fold",
+        "env:STAGEGATE_MANIFEST",
+        "--stage",
+        "full",
+        "--fold",
+        "7",
+        "--threads",
+        "2",
+    ]
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "8Gi"}}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STAGEGATE_MANIFEST"]["valueFrom"]["configMapKeyRef"]["name"] == "btc-spec"
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "creds",
+        "key": "AWS_SECRET_ACCESS_KEY",
+        "optional": False,
+    }
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_no_queue_no_suspend_and_no_secret_no_credentials() -> None:
+    job = children.prepare_job("btc", "ns", "u", spec(), CMD)
+    assert "suspend" not in job["spec"]
+    names = [e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]]
+    assert not [n for n in names if n.startswith("AWS_")]
+
+
+def test_threads_follow_the_cpu_request() -> None:
+    s = spec(resources={"quick": {"requests": {"cpu": "500m"}}, "full": {"limits": {"cpu": "3"}}})
+    assert (
+        children.fold_job("a", "n", "u", s, "quick", 1, CMD)["spec"]["template"]["spec"][
+            "containers"
+        ][0]["command"][-1]
+        == "1"
+    )
+    assert (
+        children.fold_job("a", "n", "u", s, "full", 1, CMD)["spec"]["template"]["spec"][
+            "containers"
+        ][0]["command"][-1]
+        == "3"
+    )
+
+
+def _job(
+    name: str, step: str, stage: str = "quick", fold: int | None = None, **status: Any
+) -> dict[str, Any]:
+    labels = {
+        "stagegate.io/trainingjob": "btc",
+        "stagegate.io/stage": stage,
+        "stagegate.io/step": step,
+    }
+    if fold is not None:
+        labels["stagegate.io/fold"] = str(fold)
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"backoffLimit": 2},
+        "status": status,
+    }
+
+
+def _pod(job: str, phase: str, message: str, created: str = "2026-01-01T00:00:00Z") -> dict:
+    return {
+        "metadata": {"name": f"{job}-x", "labels": {"job-name": job}, "creationTimestamp": created},
+        "status": {
+            "phase": phase,
+            "containerStatuses": [
+                {
+                    "state": {
+                        "terminated": {
+                            "message": message,
+                            "exitCode": 0 if phase == "Succeeded" else 1,
+                        }
+                    }
+                }
+            ],
+        },
+    }
+
+
+COMPLETE = [{"type": "Complete", "status": "True"}]
+FAILED = [
+    {
+        "type": "Failed",
+        "status": "True",
+        "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit",
+    }
+]
+
+
+def test_job_states() -> None:
+    assert job_step(None, []).state == "absent"
+    running = job_step(_job("j", "fold", active=1, failed=1), [_pod("j", "Failed", "boom\nOOM")])
+    assert (running.state, running.failures, running.error) == ("running", 1, "OOM")
+    failed = job_step(_job("j", "fold", failed=3, conditions=FAILED), [])
+    assert (failed.state, failed.failures) == ("failed", 3)
+    assert "backoff limit" in (failed.error or "")
+    # Complete but its pods are gone: run again (the step reports its stored result).
+    assert job_step(_job("j", "fold", succeeded=1, conditions=COMPLETE), []).state == "absent"
+
+
+def fold_message(stage: str, fold: int, folds: int, auc: float) -> str:
+    model = dict.fromkeys(
+        (
+            "accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "brier",
+            "hitRateTp1",
+            "positiveRate",
+            "predictedPositiveRate",
+        ),
+        0.5,
+    )
+    return encode(
+        {
+            "step": "fold",
+            "stage": stage,
+            "fold": fold,
+            "folds": folds,
+            "train": {"start": "a", "end": "b", "rows": 1},
+            "test": {"start": "c", "end": "d", "rows": 1},
+            "model": {**model, "rocAuc": auc},
+            "baselines": {},
+        }
+    )
+
+
+def test_harvest_observe_and_recall_round_trip() -> None:
+    prepared = {
+        "step": "prepare",
+        "bars": 10,
+        "labelledRows": 9,
+        "stages": {
+            "quick": {
+                "foldCount": 2,
+                "dataStart": "s",
+                "dataEnd": "e",
+                "purgeBars": 49,
+                "trainWindow": "fixed",
+            },
+            "full": {"error": "stage full: data too short for one fold"},
+        },
+    }
+    jobs = [
+        _job("btc-prepare", "prepare", succeeded=1, conditions=COMPLETE),
+        _job("btc-quick-fold-01", "fold", fold=1, succeeded=1, conditions=COMPLETE),
+        _job("btc-quick-fold-02", "fold", fold=2, active=1),
+    ]
+    pods = [
+        _pod("btc-prepare", "Succeeded", json.dumps(prepared)),
+        _pod("btc-quick-fold-01", "Succeeded", fold_message("quick", 1, 2, 0.55)),
+    ]
+    memory = Memory()
+    new = harvest(memory, jobs, pods)
+    assert [step for step, _ in new] == ["prepare", "fold"]
+    assert harvest(memory, jobs, pods) == []  # nothing twice
+    names = {
+        "prepare": "btc-prepare",
+        "final": "btc-final",
+        "fold": lambda stage, n: children.fold_job_name("btc", stage, n),
+    }
+    by_name = {j["metadata"]["name"]: j for j in jobs}
+    obs = observe(memory, by_name, pods, names, {"stagegate.io/approval": "approved"}, 2)
+    quick = obs.stage("quick")
+    assert quick.fold_count == 2
+    assert quick.folds[1].state == "succeeded" and quick.folds[2].state == "running"
+    assert obs.approval == "approved"
+    assert obs.stage("full").prepare.state == "failed"  # unplannable: no retry can mend it
+    s = spec(mode="quick")
+    decision = decide(s, obs)
+    assert decision.phase == "Quick" and decision.progress == "1/2"
+
+    status = build_status(
+        decision=decision,
+        observation=obs,
+        plans={"quick": prepared["stages"]["quick"]},
+        fold_metrics=memory.folds,
+        summaries=memory.summaries,
+        clock=Clock(now="2026-01-01T00:00:00Z"),
+        parallelism=4,
+        artifacts={"run": "s3://b/r"},
+    )
+    status["prepared"] = memory.prepared
+    again = recall(status)
+    assert again.prepared == memory.prepared
+    assert again.folds["quick"][1]["model"]["rocAuc"] == 0.55
+    assert set(again.folds["quick"]) == {1}
+
+
+def test_sequential_with_an_unplannable_full_stage_fails_with_the_reason() -> None:
+    prepared = {
+        "step": "prepare",
+        "stages": {"quick": {"foldCount": 1}, "full": {"error": "stage full: data too short"}},
+    }
+    memory = Memory(
+        prepared=prepared,
+        folds={"quick": {1: {"model": {}}}},
+        summaries={"quick": {"passed": True}},
+    )
+    names = {"prepare": "p", "final": "f", "fold": lambda s, n: f"{s}{n}"}
+    obs = observe(memory, {}, [], names, {"stagegate.io/approval": "approved"}, 2)
+    decision = decide(spec(), obs)
+    assert decision.phase == "Failed"
+    assert "data too short" in decision.message
+
+
+def test_the_operator_imports_no_numeric_stack() -> None:
+    code = (
+        "import sys, stagegate_operator.handlers, stagegate_operator.reconcile, "
+        "stagegate_operator.main; "
+        "print(sorted(m for m in ('pandas', 'lightgbm', 'numpy', 'pyarrow', 'sklearn') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
