@@ -11,8 +11,8 @@ from stagegate_operator import children
 from stagegate_operator.observe import Memory, harvest, job_step, observe, recall
 from stagegate_trainer.results import encode
 from stagegate_trainer.spec import TrainingJobSpec
-from stagegate_trainer.status import Clock, build_status
 from stagegate_trainer.stagemachine import decide
+from stagegate_trainer.status import Clock, build_status
 
 CMD = ("stagegate",)
 

@@ -72,12 +72,14 @@ class Cluster:
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(
                     f"http://127.0.0.1:{self.health_port}/healthz", timeout=1
-                ) as response:
-                    if response.status == 200:
-                        return
+                ) as response,
+            ):
+                if response.status == 200:
+                    return
             assert self.process.poll() is None, self.operator_log()
             time.sleep(0.2)
         raise AssertionError("operator not healthy:\n" + self.operator_log())
