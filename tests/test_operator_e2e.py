@@ -267,3 +267,21 @@ def test_unreachable_s3_fails_with_the_reason(cluster: Cluster) -> None:
     assert "127.0.0.1:9" in status["message"]
     assert "Failed" in reasons(cluster, "nos3")
     assert "y" not in status["message"].split()  # the secret never reaches the status
+
+
+def test_a_spec_change_after_start_is_refused(cluster: Cluster) -> None:
+    cluster.apply(cluster.manifest("frozen"))
+    waiting = cluster.wait_phase("frozen", "AwaitingApproval")["status"]
+    assert waiting["runSpec"]["model"]["seed"] == 42
+    cluster.kube.patch(f"{TJ_PATH}/frozen", {"spec": {"model": {"seed": 7}}})
+    poll(lambda: "SpecChangeRefused" in reasons(cluster, "frozen"), timeout=30)
+    warning = next(e for e in cluster.events("frozen") if e["reason"] == "SpecChangeRefused")
+    assert warning["type"] == "Warning"
+    cluster.kube.kubectl("annotate", "tj", "frozen", "stagegate.io/approval=approved")
+    done = cluster.wait_phase("frozen", "Succeeded", "Failed")["status"]
+    assert done["phase"] == "Succeeded", done["message"]
+    assert done["runSpec"]["model"]["seed"] == 42
+    assert done["specFingerprint"] == waiting["specFingerprint"]
+    tj = cluster.tj("frozen")
+    card = cluster.read_json(f"runs/default/frozen/{tj['metadata']['uid']}/model/model_card.json")
+    assert card["spec"]["model"]["seed"] == 42  # the full stage ran the spec it started with

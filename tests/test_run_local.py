@@ -282,3 +282,46 @@ def test_ctrl_c_cancels_cleanly_and_a_rerun_resumes(
     assert resumed.returncode == 0, resumed.stderr
     after = mtimes(run_dir(runs))
     assert {k: after[k] for k in kept} == kept and len(after) == 4
+
+
+def test_on_a_terminal_the_gate_asks(tmp_path: Path, manifest_factory: Callable[..., Path]) -> None:
+    """Without --approve, a terminal gets the quick-stage tables and a question."""
+    import pty
+
+    runs = tmp_path / "runs"
+    main, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [str(BIN / "stagegate"), "run", str(manifest_factory()), "--artifacts", str(runs)],
+        cwd=tmp_path,
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        close_fds=True,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    os.close(secondary)
+    seen = b""
+    deadline = time.monotonic() + 120
+    while b"Proceed to the full stage?" not in seen and time.monotonic() < deadline:
+        try:
+            seen += os.read(main, 65536)
+        except OSError:
+            break
+    assert b"Proceed to the full stage?" in seen, seen.decode(errors="replace")[-2000:]
+    assert b"quick stage gates" in seen
+    os.write(main, b"n\n")
+    try:
+        while process.poll() is None:
+            seen += os.read(main, 65536)
+    except OSError:
+        pass
+    assert process.wait(60) == 4  # answered no: Rejected
+    os.close(main)
+    status = json.loads((run_dir(runs) / "status.json").read_text())
+    assert status["phase"] == "Rejected"
+    assert status["approval"] == {
+        "decision": "rejected",
+        "by": "prompt",
+        "at": status["approval"]["at"],
+    }
+    assert not (run_dir(runs) / "full").exists()

@@ -358,6 +358,10 @@ class Reconciler:
         )
         status["observedGeneration"] = meta.get("generation")
         status["specFingerprint"] = old.get("specFingerprint") or spec_fingerprint(spec)
+        # The spec this run executes, as it was when it started (later edits are refused).
+        status["runSpec"] = old.get("runSpec") or spec.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
         if old.get("specFingerprint") and old["specFingerprint"] != spec_fingerprint(
             TrainingJobSpec.model_validate(body.get("spec") or {})
         ):

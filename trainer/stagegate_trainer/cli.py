@@ -305,5 +305,10 @@ def crd() -> None:
     click.echo(render_crd(), nl=False)
 
 
+# The cluster commands (submit, approve, reject, status, watch, logs, cancel) live apart.
+from .cluster_cli import register  # noqa: E402
+
+register(main)
+
 if __name__ == "__main__":
     main()

@@ -65,7 +65,7 @@ class Cluster:
                 )
             )  # fmt: skip
 
-    def list(self, all_namespaces: bool = False) -> list[dict[str, Any]]:
+    def list_all(self, all_namespaces: bool = False) -> list[dict[str, Any]]:
         with self._errors(""):
             if all_namespaces:
                 found = self.custom.list_cluster_custom_object(
@@ -151,9 +151,9 @@ class _translate:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         if exc is None or isinstance(exc, ClusterError):
-            return False
+            return
         from kubernetes.client.exceptions import ApiException
 
         where = f"namespace {self.cluster.namespace}"
@@ -178,7 +178,6 @@ class _translate:
             raise ClusterError(
                 f"cannot reach the Kubernetes API at {self.cluster.host}: {_reason_of(exc)}"
             ) from None
-        return False
 
 
 def _api_message(exc: Any) -> str:

@@ -47,3 +47,46 @@ app.kubernetes.io/component: operator
 {{- toJson (list .Release.Namespace) }}
 {{- end }}
 {{- end }}
+
+{{/*
+  The operator's namespaced permissions, least privilege, derived from its code: each rule
+  says which call needs it. Used by the ClusterRole (all namespaces) or each Role.
+*/}}
+{{- define "stagegate.workloadRules" -}}
+# kopf lists and watches TrainingJobs (@kopf.on.event in handlers.py); the reconciler GETs one
+# per pass (reconcile.py) and the resync loop lists them (handlers._resync).
+- apiGroups: [stagegate.io]
+  resources: [trainingjobs]
+  verbs: [get, list, watch]
+# The reconciler writes status with a merge patch on the status subresource
+# (kubeapi.patch_status). It never writes spec or metadata.
+- apiGroups: [stagegate.io]
+  resources: [trainingjobs/status]
+  verbs: [patch]
+# Child Jobs and the spec ConfigMap carry ownerReferences with blockOwnerDeletion: true; the
+# OwnerReferencesPermissionEnforcement admission plugin then requires update on the owner's
+# finalizers subresource (no finalizer is ever written).
+- apiGroups: [stagegate.io]
+  resources: [trainingjobs/finalizers]
+  verbs: [update]
+# kopf lists and watches Jobs labelled stagegate.io/trainingjob; the reconciler lists them by
+# label, creates the step Jobs and deletes them (retries, suspend, stop). No get/update/patch.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, watch, create, delete]
+# The reconciler lists a TrainingJob's pods by label to read the termination messages of
+# finished or failed containers (results and failure reasons). No get/watch/delete.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+# The spec snapshot "<trainingjob>-spec": created once, read back when the spec changes mid-run.
+# Deleted by owner-reference garbage collection, not by the operator.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create]
+# Events on TrainingJobs (Reconciler.event). kopf's own event posting is disabled
+# (settings.posting.enabled = False), so no patch/update.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}

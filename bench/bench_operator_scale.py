@@ -1,0 +1,689 @@
+"""The operator at scale: many TrainingJobs of many folds against the Kubernetes emulator.
+
+    .venv/bin/python bench/bench_operator_scale.py                       # 100 TJs x 45 folds
+    .venv/bin/python bench/bench_operator_scale.py --count 5 --folds 5   # a quick check
+
+What runs (every process in its own process group, all stopped at exit):
+- the emulator (`tests/kube`, as `python -m tests.kube serve` does, plus a request counter that
+  tells clients apart by User-Agent: the operator's own aiohttp client, kopf, this bench);
+- the real operator, `stagegate-operator --trainer-command "<python> -S bench/stub_trainer.py"`
+  (`--resync-seconds`, default 5), so every step pod is one bare interpreter start that writes
+  a result of the right shape (prepare: quick --quick-folds, full --folds folds; all gates pass);
+- N TrainingJobs, manual approval, default stages except `maxFolds` (quick --quick-folds, full
+  --folds) and `parallelism` (--parallelism, default 4 as in the spec).
+
+Steps: create the N TrainingJobs, wait until all are AwaitingApproval, approve them (one merge
+patch of the approval annotation each, back to back, or --approve-interval apart; the local time
+just before each PATCH is sent is its approval time), wait until all are Succeeded.
+
+Figures (printed, never asserted):
+- wall time of each phase and in total;
+- operator peak RSS (psutil, every --sample seconds, the operator process alone; it has no
+  children) and the emulator's for context;
+- approval -> first full-stage fold Job: the bench watches Jobs itself (a streaming watch,
+  started before anything is created) and stamps each Job's ADDED event with the local clock on
+  arrival; p50 / p99 / max over the N TrainingJobs. Also approval -> phase Full (from a watch
+  on the TrainingJobs);
+- API requests per TrainingJob: counted inside the emulator for every HTTP request, by client
+  (User-Agent `Python/... aiohttp/...` = the operator's KubeApi, `kopf/...` = kopf's watches and
+  patches, `Python-urllib` = this bench), by verb and resource; a WATCH is one request however
+  long it streams. Cross-checked against `stagegate_reconciles_total` and friends from the
+  operator's /metrics;
+- CPU seconds of the operator, of the emulator and of all pod processes (the emulator's reaped
+  children), against the wall time x cores, to tell which part saturates the machine.
+
+Targets (DESIGN / scale issue): approval -> first full Job p99 <= 2 s, operator memory <= 300 MiB.
+`--profile-operator` runs py-spy (when on PATH or under --py-spy) on the operator for the
+approval phase and prints its hottest frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STUB = ROOT / "bench" / "stub_trainer.py"
+CRD = ROOT / "crds" / "trainingjob.yaml"
+GROUP_PATH = "/apis/stagegate.io/v1alpha1"
+TJ_PATH = f"{GROUP_PATH}/namespaces/default/trainingjobs"
+JOBS_PATH = "/apis/batch/v1/namespaces/default/jobs"
+LABEL_TJ = "stagegate.io/trainingjob"
+MIB = 1024**2
+TARGET_P99 = 2.0
+TARGET_MEMORY_MIB = 300.0
+COUNTS_PATH = "/_bench/requests"
+
+
+# --------------------------------------------------------------------------- emulator mode
+def serve_emulator(argv: list[str]) -> int:
+    """`python -m tests.kube serve ...` with every HTTP request counted (see COUNTS_PATH)."""
+    sys.path.insert(0, str(ROOT))
+    from aiohttp import web
+
+    from tests.kube import server as kserver
+    from tests.kube.__main__ import main as kube_main
+
+    counts: Counter[tuple[str, str, str]] = Counter()
+    original = kserver.Server.handle
+
+    def client_of(agent: str) -> str:
+        if agent.startswith("kopf/"):
+            return "kopf"
+        if "aiohttp" in agent:
+            return "operator"
+        if "urllib" in agent:
+            return "bench"
+        if "kubectl" in agent:
+            return "kubectl"
+        return agent.split("/")[0] or "unknown"
+
+    def resource_of(path: str) -> str:
+        segs = [s for s in path.split("/") if s]
+        if "namespaces" in segs:
+            rest = segs[segs.index("namespaces") + 2:]
+        elif segs and segs[0] == "api":
+            rest = segs[2:]
+        else:
+            rest = segs[3:]
+        if not rest:
+            return "discovery"
+        return rest[0] + ("/" + rest[2] if len(rest) > 2 else "")
+
+    async def handle(self: Any, request: Any) -> Any:
+        if request.path == COUNTS_PATH:
+            return web.json_response([[*k, v] for k, v in counts.items()])
+        watch = request.query.get("watch") in ("1", "true")
+        verb = "WATCH" if watch else request.method
+        counts[(client_of(request.headers.get("User-Agent", "")), verb,
+                resource_of(request.path))] += 1
+        return await original(self, request)
+
+    kserver.Server.handle = handle  # type: ignore[method-assign]  # before the Server exists
+    return kube_main(["serve", *argv])
+
+
+# --------------------------------------------------------------------------- helpers
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Processes:
+    """Everything the bench starts, each in its own session; stopped at exit whatever happens."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[Any]] = []
+        atexit.register(self.stop_all)
+
+    def start(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(argv, start_new_session=True, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[Any], grace: float = 20.0) -> None:
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+        self.procs.clear()
+
+
+class Http:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def request(self, method: str, path: str, body: Any = None,
+                content_type: str = "application/json", timeout: float = 60) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def ok(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        status, out = self.request(method, path, body, **kwargs)
+        if status >= 300:
+            raise RuntimeError(f"{method} {path}: {status} {out}")
+        return out
+
+
+class Watch(threading.Thread):
+    """A streaming watch that stamps every event with the local clock on arrival."""
+
+    def __init__(self, url: str, path: str, selector: str | None, on_event: Any) -> None:
+        super().__init__(daemon=True, name=f"watch {path}")
+        self.url, self.path, self.selector = url, path, selector
+        self.on_event = on_event
+        self.stopping = threading.Event()
+        self.rv = ""
+        self.reconnects = 0
+
+    def run(self) -> None:
+        http = Http(self.url)
+        query = f"?labelSelector={self.selector}" if self.selector else "?"
+        listing = http.ok("GET", self.path + query)
+        self.rv = listing["metadata"]["resourceVersion"]
+        for item in listing.get("items", []):
+            self.on_event("ADDED", item, time.monotonic())
+        while not self.stopping.is_set():
+            url = (f"{self.url}{self.path}{query}&watch=1&allowWatchBookmarks=true"
+                   f"&timeoutSeconds=300&resourceVersion={self.rv}")
+            try:
+                with urllib.request.urlopen(url, timeout=330) as resp:
+                    for line in resp:
+                        now = time.monotonic()
+                        if self.stopping.is_set():
+                            return
+                        event = json.loads(line)
+                        obj = event["object"]
+                        if event["type"] == "ERROR":
+                            raise RuntimeError(f"watch {self.path}: {obj}")
+                        self.rv = obj["metadata"].get("resourceVersion", self.rv)
+                        if event["type"] != "BOOKMARK":
+                            self.on_event(event["type"], obj, now)
+            except (OSError, ValueError) as exc:
+                if self.stopping.is_set():
+                    return
+                print(f"  (watch {self.path} reconnects: {exc})", file=sys.stderr)
+            self.reconnects += 1
+
+
+class Sampler(threading.Thread):
+    """Peak RSS of the operator (and the emulator) every `interval` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(daemon=True, name="sampler")
+        self.interval = interval
+        self.procs: dict[str, psutil.Process] = {}
+        self.peak: dict[str, int] = {}
+        self.peak_at: dict[str, float] = {}
+        self.last: dict[str, int] = {}
+        self.samples = 0
+        self.stopping = threading.Event()
+
+    def watch(self, label: str, pid: int) -> None:
+        self.procs[label] = psutil.Process(pid)
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            for label, proc in list(self.procs.items()):
+                try:
+                    rss = proc.memory_info().rss
+                except psutil.Error:
+                    continue
+                self.last[label] = rss
+                if rss > self.peak.get(label, 0):
+                    self.peak[label] = rss
+                    self.peak_at[label] = time.monotonic()
+            self.samples += 1
+
+
+def cpu_seconds(proc: psutil.Process) -> tuple[float, float]:
+    """(own CPU seconds, CPU seconds of its reaped children)."""
+    t = proc.cpu_times()
+    return t.user + t.system, t.children_user + t.children_system
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (p99 of 100 values is the 99th smallest)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, int(-(-q * len(ordered) // 100)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name, _, value = line.rpartition(" ")
+        with contextlib.suppress(ValueError):
+            out[name] = float(value)
+    return out
+
+
+def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float:
+    buckets = []
+    for key, value in metrics.items():
+        m = re.fullmatch(rf'{name}_bucket\{{le="([^"]+)"\}}', key)
+        if m:
+            buckets.append((float(m.group(1)), value))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    target = q * buckets[-1][1]
+    for le, count in buckets:
+        if count >= target:
+            return le
+    return float("inf")
+
+
+def manifest(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "apiVersion": "stagegate.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "symbol": "BTC/USDT",
+            "timeframe": "M15",
+            "parallelism": args.parallelism,
+            "stages": {"quick": {"maxFolds": args.quick_folds},
+                       "full": {"maxFolds": args.folds}},
+        },
+    }
+
+
+# --------------------------------------------------------------------------- the bench
+class State:
+    """What the watches saw, under one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.job_added: dict[str, float] = {}
+        self.job_done: dict[str, float] = {}
+        self.first_full: dict[str, float] = {}
+        self.phase_at: dict[str, dict[str, float]] = {}
+        self.phase: dict[str, str] = {}
+        self.active_jobs = 0
+        self.max_active = 0
+
+    def on_job(self, kind: str, job: dict[str, Any], now: float) -> None:
+        meta = job["metadata"]
+        name, labels = meta["name"], meta.get("labels") or {}
+        with self.lock:
+            if kind == "ADDED" and name not in self.job_added:
+                self.job_added[name] = now
+                self.active_jobs += 1
+                self.max_active = max(self.max_active, self.active_jobs)
+                if labels.get("stagegate.io/stage") == "full" and \
+                        labels.get("stagegate.io/step") == "fold":
+                    self.first_full.setdefault(labels[LABEL_TJ], now)
+            conditions = {c["type"]: c["status"]
+                          for c in (job.get("status") or {}).get("conditions", [])}
+            if name not in self.job_done and "True" in (conditions.get("Complete"),
+                                                        conditions.get("Failed")):
+                self.job_done[name] = now
+                self.active_jobs -= 1
+
+    def on_tj(self, kind: str, tj: dict[str, Any], now: float) -> None:
+        name = tj["metadata"]["name"]
+        phase = (tj.get("status") or {}).get("phase") or "Pending"
+        with self.lock:
+            self.phase[name] = phase
+            self.phase_at.setdefault(name, {}).setdefault(phase, now)
+
+    def count(self, names: list[str], phases: tuple[str, ...]) -> int:
+        with self.lock:
+            return sum(1 for n in names if self.phase.get(n) in phases)
+
+
+def wait_all(state: State, names: list[str], phases: tuple[str, ...], timeout: float,
+             label: str, extra: Any = None) -> bool:
+    start = time.monotonic()
+    last = -1.0
+    while True:
+        done = state.count(names, phases)
+        now = time.monotonic()
+        if done == len(names):
+            return True
+        if now - start > timeout:
+            print(f"  TIMEOUT after {timeout:.0f} s waiting for {label}: {done}/{len(names)}")
+            return False
+        if now - last >= 10:
+            with state.lock:
+                phases_now = Counter(state.phase.get(n, "-") for n in names)
+                jobs, active = len(state.job_added), state.active_jobs
+            line = (f"  [{now - start:6.1f} s] {label}: {done}/{len(names)}  phases "
+                    f"{dict(phases_now)}  jobs created {jobs}, unfinished {active}")
+            print(line + (f"  {extra()}" if extra else ""), flush=True)
+            last = now
+        time.sleep(0.2)
+
+
+def request_counts(http: Http) -> Counter[tuple[str, str, str]]:
+    rows = http.ok("GET", COUNTS_PATH)
+    return Counter({(c, v, r): n for c, v, r, n in rows})
+
+
+def by_client(counts: Counter[tuple[str, str, str]], client: str) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for (c, verb, res), n in counts.items():
+        if c == client:
+            out[f"{verb} {res}"] += n
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--serve-emulator"]:
+        return serve_emulator(argv[1:])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--count", type=int, default=100, help="TrainingJobs (default 100)")
+    p.add_argument("--folds", type=int, default=45, help="full-stage folds each (default 45)")
+    p.add_argument("--quick-folds", type=int, default=5, help="quick-stage folds (default 5)")
+    p.add_argument("--parallelism", type=int, default=4, help="spec.parallelism (default 4)")
+    p.add_argument("--resync-seconds", type=float, default=5.0)
+    p.add_argument("--approve-interval", type=float, default=0.0,
+                   help="seconds between approvals (default 0: back to back)")
+    p.add_argument("--timeout", type=float, default=900.0, help="per waiting phase, seconds")
+    p.add_argument("--sample", type=float, default=0.2, help="RSS sampling interval, seconds")
+    p.add_argument("--profile-operator", action="store_true",
+                   help="py-spy the operator from the first approval until all are Succeeded")
+    p.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (logs, pods)")
+    args = p.parse_args(argv)
+
+    procs = Processes()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: sys.exit(130))
+    work = Path(tempfile.mkdtemp(prefix="stagegate-scale-"))
+    try:
+        return run(args, procs, work)
+    finally:
+        stopping = time.monotonic()
+        procs.stop_all()
+        print(f"stopped everything in {time.monotonic() - stopping:.1f} s")
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, procs: Processes, work: Path) -> int:
+    n = args.count
+    print(f"operator scale bench: {n} TrainingJobs x (prepare + {args.quick_folds} quick + "
+          f"{args.folds} full folds + 2 summaries + final), parallelism {args.parallelism}, "
+          f"resync {args.resync_seconds:g} s, {psutil.cpu_count()} CPUs")
+    kubeconfig = work / "kubeconfig.yaml"
+    port = free_port()
+    boot = time.monotonic()
+    emulator = procs.start(
+        [sys.executable, str(Path(__file__).resolve()), "--serve-emulator", "--port", str(port),
+         "--kubeconfig", str(kubeconfig), "--workdir", str(work / "kubelet"),
+         "--job-backoff", "0.2", "--restart-backoff", "0.2", "--bookmark-interval", "5"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=open(work / "emulator.log", "w"), text=True)
+    line = emulator.stdout.readline() if emulator.stdout else ""
+    if "kube-emulator ready" not in line:
+        print(f"emulator did not start: {line!r}\n{(work / 'emulator.log').read_text()}")
+        return 1
+    http = Http(f"http://127.0.0.1:{port}")
+    crd = yaml.safe_load(CRD.read_text())
+    http.ok("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    deadline = time.monotonic() + 30
+    while http.request("GET", GROUP_PATH)[0] != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError("CRD not served")
+        time.sleep(0.1)
+
+    metrics_port, health_port = free_port(), free_port()
+    trainer = f"{sys.executable} -S {STUB}"
+    op_log = work / "operator.log"
+    operator = procs.start(
+        [str(BIN / "stagegate-operator"), "--kubeconfig", str(kubeconfig), "--namespace",
+         "default", "--metrics-port", str(metrics_port), "--health-port", str(health_port),
+         "--resync-seconds", str(args.resync_seconds), "--trainer-command", trainer],
+        stdout=open(op_log, "w"), stderr=subprocess.STDOUT, cwd=work,
+        env={**os.environ, "HOME": str(work)})
+    deadline = time.monotonic() + 60
+    while True:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=1):
+                break
+        if operator.poll() is not None or time.monotonic() > deadline:
+            print("operator did not start:\n" + op_log.read_text()[-3000:])
+            return 1
+        time.sleep(0.2)
+
+    def op_metrics() -> dict[str, float]:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return parse_metrics(resp.read().decode())
+
+    print(f"emulator and operator up in {time.monotonic() - boot:.1f} s")
+    state = State()
+    watches = [Watch(http.url, JOBS_PATH, LABEL_TJ, state.on_job),
+               Watch(http.url, TJ_PATH, None, state.on_tj)]
+    for w in watches:
+        w.start()
+    sampler = Sampler(args.sample)
+    op_ps, emu_ps = psutil.Process(operator.pid), psutil.Process(emulator.pid)
+    sampler.watch("operator", operator.pid)
+    sampler.watch("emulator", emulator.pid)
+    sampler.start()
+    time.sleep(1.0)  # the watches have listed and subscribed
+
+    def cpu_now() -> dict[str, float]:
+        op, _ = cpu_seconds(op_ps)
+        emu, pods = cpu_seconds(emu_ps)
+        return {"operator": op, "emulator": emu, "pods": pods, "t": time.monotonic()}
+
+    def extra() -> str:
+        rss = sampler.last.get("operator", 0) / MIB
+        return f"operator RSS {rss:.0f} MiB"
+
+    names = [f"scale-{i:03d}" for i in range(n)]
+    marks: dict[str, dict[str, Any]] = {}
+
+    def mark(label: str) -> None:
+        marks[label] = {"cpu": cpu_now(), "requests": request_counts(http),
+                        "metrics": op_metrics()}
+
+    mark("start")
+    t0 = time.monotonic()
+    for name in names:
+        http.ok("POST", TJ_PATH, manifest(name, args))
+    created = time.monotonic()
+    print(f"created {n} TrainingJobs in {created - t0:.2f} s")
+    ok = wait_all(state, names, ("AwaitingApproval", "Failed", "Rejected"), args.timeout,
+                  "AwaitingApproval", extra)
+    quick_done = time.monotonic()
+    mark("quick")
+    bad = [x for x in names if state.phase.get(x) != "AwaitingApproval"]
+    if not ok or bad:
+        print(f"  not AwaitingApproval: {[(x, state.phase.get(x)) for x in bad[:5]]}")
+        print(op_log.read_text()[-3000:])
+        return 1
+    print(f"all {n} AwaitingApproval after {quick_done - t0:.1f} s")
+
+    spy = None
+    if args.profile_operator and Path(args.py_spy).exists():
+        spy = procs.start([args.py_spy, "record", "--pid", str(operator.pid), "--format",
+                           "raw", "--output", str(work / "operator.pyspy.txt"), "--rate", "100",
+                           "--nonblocking"],
+                          stdout=subprocess.DEVNULL, stderr=open(work / "pyspy.log", "w"))
+        time.sleep(1.0)
+
+    approved: dict[str, float] = {}
+    patch = {"metadata": {"annotations": {"stagegate.io/approval": "approved",
+                                          "stagegate.io/approved-by": "bench"}}}
+    approve_start = time.monotonic()
+    for name in names:
+        approved[name] = time.monotonic()
+        http.ok("PATCH", f"{TJ_PATH}/{name}", patch, content_type="application/merge-patch+json")
+        if args.approve_interval:
+            time.sleep(args.approve_interval)
+    approve_end = time.monotonic()
+    print(f"approved {n} in {approve_end - approve_start:.2f} s")
+    ok = wait_all(state, names, ("Succeeded", "Failed", "Rejected", "Cancelled"), args.timeout,
+                  "Succeeded", extra)
+    full_done = time.monotonic()
+    time.sleep(max(args.sample * 2, 0.5))
+    mark("end")
+    if spy is not None:
+        procs.stop(spy)
+    for w in watches:
+        w.stopping.set()
+    sampler.stopping.set()
+    sampler.join()
+    final_metrics = marks["end"]["metrics"]
+
+    # ------------------------------------------------------------------ figures
+    with state.lock:
+        phases = Counter(state.phase.get(x, "-") for x in names)
+        first_full = dict(state.first_full)
+        full_at = {x: state.phase_at.get(x, {}).get("Full") for x in names}
+        succeeded_at = {x: state.phase_at.get(x, {}).get("Succeeded") for x in names}
+        jobs_created, max_active = len(state.job_added), state.max_active
+        job_added, job_done = dict(state.job_added), dict(state.job_done)
+    lat = [first_full[x] - approved[x] for x in names if x in first_full]
+    lat_full = [full_at[x] - approved[x] for x in names if full_at.get(x)]
+    lat_done = [succeeded_at[x] - approved[x] for x in names if succeeded_at.get(x)]
+    job_durations = [job_done[j] - job_added[j] for j in job_done if j in job_added]
+    wall = full_done - t0
+    peak_op = sampler.peak.get("operator", 0) / MIB
+    peak_emu = sampler.peak.get("emulator", 0) / MIB
+    cores = psutil.cpu_count() or 1
+
+    print()
+    print("=" * 78)
+    print(f"RESULT  {n} TrainingJobs x {args.folds} full folds "
+          f"(+{args.quick_folds} quick), parallelism {args.parallelism}: {dict(phases)}")
+    print(f"  wall: total {wall:.1f} s = create+quick {quick_done - t0:.1f} s "
+          f"+ approve {approve_end - approve_start:.2f} s + full {full_done - approve_end:.1f} s")
+    print(f"  Jobs created: {jobs_created} (expected {n * (args.quick_folds + args.folds + 4)}), "
+          f"most unfinished at once: {max_active}, Job added->Complete seen by the bench: "
+          f"p50 {percentile(job_durations, 50):.2f} s, p99 {percentile(job_durations, 99):.2f}"
+          f" s; throughput {jobs_created / max(wall, 1e-9):.1f} Jobs/s")
+    print(f"  operator peak RSS: {peak_op:.1f} MiB (target <= {TARGET_MEMORY_MIB:.0f} MiB: "
+          f"{'met' if peak_op <= TARGET_MEMORY_MIB else 'NOT met'}); emulator peak RSS "
+          f"{peak_emu:.1f} MiB; {sampler.samples} samples every {args.sample:g} s")
+    met = percentile(lat, 99) <= TARGET_P99 and len(lat) == n
+    print(f"  approval -> first full fold Job (bench watch, local clock), n={len(lat)}: "
+          f"p50 {percentile(lat, 50):.3f} s, p99 {percentile(lat, 99):.3f} s, "
+          f"max {max(lat, default=float('nan')):.3f} s "
+          f"(target p99 <= {TARGET_P99:g} s: {'met' if met else 'NOT met'})")
+    print(f"  approval -> status.phase Full: p50 {percentile(lat_full, 50):.3f} s, p99 "
+          f"{percentile(lat_full, 99):.3f} s; approval -> Succeeded: p50 "
+          f"{percentile(lat_done, 50):.1f} s, max {max(lat_done, default=float('nan')):.1f} s")
+
+    # CPU: where the time went
+    def cpu_delta(a: str, b: str) -> dict[str, float]:
+        x, y = marks[a]["cpu"], marks[b]["cpu"]
+        return {k: y[k] - x[k] for k in x}
+
+    print("  CPU seconds (share of wall x cores):")
+    for a, b, label in (("start", "quick", "create..AwaitingApproval"),
+                        ("quick", "end", "approve..Succeeded"), ("start", "end", "total")):
+        d = cpu_delta(a, b)
+        cap = d["t"] * cores
+        print(f"    {label:26s} wall {d['t']:7.1f} s  operator {d['operator']:7.1f} "
+              f"({d['operator'] / cap:5.1%})  emulator {d['emulator']:7.1f} "
+              f"({d['emulator'] / cap:5.1%})  pods {d['pods']:7.1f} ({d['pods'] / cap:5.1%})"
+              f"  sum {(d['operator'] + d['emulator'] + d['pods']) / cap:5.1%}")
+
+    # API requests
+    total = marks["end"]["requests"] - marks["start"]["requests"]
+    quick = marks["quick"]["requests"] - marks["start"]["requests"]
+    full = marks["end"]["requests"] - marks["quick"]["requests"]
+    print("  API requests counted by the emulator (every HTTP request, by User-Agent), "
+          "per TrainingJob:")
+    for client in ("operator", "kopf", "bench"):
+        t, q, f = (sum(by_client(c, client).values()) for c in (total, quick, full))
+        print(f"    {client:9s} total {t:7d} = {t / n:8.1f}/TJ   (quick phase {q / n:.1f}/TJ, "
+              f"full phase {f / n:.1f}/TJ)")
+    print("    operator's own client by verb and resource (per TJ):")
+    for key, value in sorted(by_client(total, "operator").items(), key=lambda kv: -kv[1]):
+        print(f"      {key:40s} {value:7d}  {value / n:7.1f}")
+    print("    kopf by verb and resource (since the emulator started; a WATCH counts once):")
+    for key, value in sorted(by_client(marks["end"]["requests"], "kopf").items(),
+                             key=lambda kv: -kv[1]):
+        print(f"      {key:40s} {value:7d}")
+
+    m0, m1 = marks["start"]["metrics"], final_metrics
+    reconciles = m1.get("stagegate_reconciles_total", 0) - m0.get("stagegate_reconciles_total", 0)
+    errors = {k: v for k, v in m1.items() if k.startswith("stagegate_reconcile_errors_total")}
+    dur_sum = m1.get("stagegate_reconcile_duration_seconds_sum", 0)
+    dur_count = m1.get("stagegate_reconcile_duration_seconds_count", 0)
+    print(f"  operator /metrics: stagegate_reconciles_total {reconciles:.0f} "
+          f"({reconciles / n:.1f}/TJ); reconcile errors {errors or 0}; reconcile duration "
+          f"mean {dur_sum / max(dur_count, 1) * 1000:.1f} ms, p50 <= "
+          f"{histogram_quantile(m1, 'stagegate_reconcile_duration_seconds', 0.5)} s, p99 <= "
+          f"{histogram_quantile(m1, 'stagegate_reconcile_duration_seconds', 0.99)} s "
+          f"(bucket bounds); time in reconcile {dur_sum:.1f} s")
+    op_requests = sum(by_client(total, "operator").values())
+    print(f"    operator requests per reconcile: {op_requests / max(reconciles, 1):.2f}")
+    log_text = op_log.read_text(errors="replace")
+    print(f"  operator log: {len(log_text.splitlines())} lines, "
+          f"{log_text.count(' ERROR ')} ERROR, {log_text.count(' WARNING ')} WARNING")
+    print(f"  targets: approval->first full Job p99 <= {TARGET_P99:g} s: "
+          f"{'met' if met else 'NOT met'}; operator memory <= {TARGET_MEMORY_MIB:.0f} MiB: "
+          f"{'met' if peak_op <= TARGET_MEMORY_MIB else 'NOT met'}")
+
+    if spy is not None:
+        print_profile(work / "operator.pyspy.txt")
+    return 0 if phases.get("Succeeded") == n else 1
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """Own time and inclusive time per function from py-spy's raw (collapsed) output."""
+    if not path.exists():
+        print(f"  (no py-spy output at {path})")
+        return
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        samples = int(count)
+        total += samples
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+    print(f"  py-spy on the operator (approve..Succeeded, 100 Hz, --nonblocking, idle "
+          f"included): {total} samples")
+    print("    inclusive:")
+    for frame, samples in inclusive.most_common(top):
+        print(f"      {samples / total:6.1%}  {frame}")
+    print("    own:")
+    for frame, samples in own.most_common(15):
+        print(f"      {samples / total:6.1%}  {frame}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
