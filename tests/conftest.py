@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.kube",
     "tests.support.runs",
     "tests.support.operator",
+    "tests.support.prometheus",
 ]

@@ -11,17 +11,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from stagegate_trainer.metricnames import BASELINES, METRICS, snake
+from stagegate_trainer.stagemachine import PHASES
 
-PHASES = (
-    "Pending",
-    "Quick",
-    "AwaitingApproval",
-    "Full",
-    "Succeeded",
-    "Failed",
-    "Rejected",
-    "Cancelled",
-)
 _TJ = ("namespace", "trainingjob", "symbol", "timeframe")
 
 

@@ -153,26 +153,21 @@ class Cluster:
         path = "/api/v1/namespaces/default/pods"
         return self.kube.get(f"{path}?labelSelector=stagegate.io/trainingjob%3D{name}")["items"]
 
-    def objects(self, prefix: str = "") -> dict[str, Any]:
-        s3 = boto3.client(
+    def s3(self) -> Any:
+        return boto3.client(
             "s3",
             endpoint_url=self.s3_endpoint,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
             region_name="us-east-1",
         )
-        listing = s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+
+    def objects(self, prefix: str = "") -> dict[str, Any]:
+        listing = self.s3().list_objects_v2(Bucket=self.bucket, Prefix=prefix)
         return {o["Key"]: o for o in listing.get("Contents", [])}
 
     def read_json(self, key: str) -> Any:
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=self.s3_endpoint,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            region_name="us-east-1",
-        )
-        return json.loads(s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        return json.loads(self.s3().get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
 
 @pytest.fixture

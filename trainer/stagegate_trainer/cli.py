@@ -158,33 +158,14 @@ def _print_outcome(console: Any, status: dict[str, Any], code: int) -> None:
 @friendly
 def plan(manifest: str, data: str | None, output: str) -> None:
     """Print the exact walk-forward plan of each stage (no training)."""
-    from .data import load_ohlcv
-    from .dataset import build_dataset, timestamps_ns
-    from .plan import plan_stage
+    from . import steps
+    from .dataset import build_dataset
     from .report import make_console, plan_table
-    from .spec import timeframes
 
-    parsed = _manifest(manifest, data, None)
-    spec = parsed.spec
-    timeframe = spec.canonical_timeframe
-    loaded = load_ohlcv(
-        source=spec.data.source,
-        symbol=spec.symbol,
-        timeframe=timeframe,
-        exchange=spec.data.exchange,
-        uri=spec.data.uri,
-        start=spec.data.start,
-        end=spec.data.end,
-    )
-    dataset = build_dataset(loaded.frame, spec.label, timeframe)
-    ts = timestamps_ns(dataset).tolist()
-    bar_ns = int(timeframes.bar(timeframe).total_seconds()) * 10**9
-    plans = {
-        stage: plan_stage(
-            stage, ts, bar_ns=bar_ns, spec=spec.stages.get(stage), purge_bars=spec.purge_bars(stage)
-        ).to_json()
-        for stage in spec.stages_to_run()
-    }
+    spec = _manifest(manifest, data, None).spec
+    loaded = steps.load_data(spec)
+    dataset = build_dataset(loaded.frame, spec.label, spec.canonical_timeframe)
+    plans = {s: p for s, p in steps.plan_stages(spec, dataset).items() if s in spec.stages_to_run()}
     if output == "json":
         doc = {"data": loaded.report.as_dict(), "labelledRows": len(dataset), "stages": plans}
         click.echo(json.dumps(doc, indent=2, default=str))

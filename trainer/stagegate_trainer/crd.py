@@ -26,6 +26,7 @@ from .spec import (
     SINGULAR,
     TrainingJobSpec,
 )
+from .stagemachine import PHASES
 
 _PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Symbol", "type": "string", "jsonPath": ".spec.symbol"},
@@ -133,16 +134,7 @@ def _status_schema() -> dict[str, Any]:
         "properties": {
             "phase": {
                 "type": "string",
-                "enum": [
-                    "Pending",
-                    "Quick",
-                    "AwaitingApproval",
-                    "Full",
-                    "Succeeded",
-                    "Failed",
-                    "Rejected",
-                    "Cancelled",
-                ],
+                "enum": list(PHASES),
             },
             "progress": {"type": "string"},
             "message": {"type": "string"},

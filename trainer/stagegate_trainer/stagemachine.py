@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
 from .spec import StageName, TrainingJobSpec
 
 Phase = Literal[
     "Pending", "Quick", "AwaitingApproval", "Full", "Succeeded", "Failed", "Rejected", "Cancelled"
 ]
+PHASES: tuple[str, ...] = get_args(Phase)
 TERMINAL: frozenset[str] = frozenset({"Succeeded", "Failed", "Rejected", "Cancelled"})
 STAGE_PHASE: dict[str, Phase] = {"quick": "Quick", "full": "Full"}
 StepState = Literal["absent", "running", "succeeded", "failed"]

@@ -30,6 +30,8 @@ from .store import ArtifactStore, open_store
 if TYPE_CHECKING:  # pandas is imported lazily: the operator imports this module's helpers
     import pandas as pd
 
+    from .data import LoadedData
+
 
 class RunMismatchError(ValueError):
     """The artifacts folder holds a run of another spec."""
@@ -115,8 +117,7 @@ def prepare(run: Run) -> dict[str, Any]:
     The snapshot makes a rerun see the same bars even when `data.end` is unset and the source
     has grown since. Returns the plan document.
     """
-    from .data import load_ohlcv
-    from .dataset import build_dataset, from_parquet_bytes, timestamps_ns, to_parquet_bytes
+    from .dataset import build_dataset, from_parquet_bytes, to_parquet_bytes
 
     if run.store.exists(layout.PLAN):
         plan: dict[str, Any] = run.store.read_json(layout.PLAN)
@@ -127,17 +128,7 @@ def prepare(run: Run) -> dict[str, Any]:
         ohlcv = from_parquet_bytes(run.store.read_bytes(layout.OHLCV))
         report = run.store.read_json(layout.DATA_REPORT)
     else:
-        root = open_store(spec.artifacts.uri)
-        loaded = load_ohlcv(
-            source=spec.data.source,
-            symbol=spec.symbol,
-            timeframe=timeframe,
-            exchange=spec.data.exchange,
-            uri=spec.data.uri,
-            start=spec.data.start,
-            end=spec.data.end,
-            cache=root,
-        )
+        loaded = load_data(spec, cache=open_store(spec.artifacts.uri))
         ohlcv = loaded.frame
         report = {
             **loaded.report.as_dict(),
@@ -153,10 +144,43 @@ def prepare(run: Run) -> dict[str, Any]:
         dataset = build_dataset(ohlcv, spec.label, timeframe)
         run.store.write_bytes(layout.DATASET, to_parquet_bytes(dataset))
 
+    stages = plan_stages(spec, dataset)
+    plan = {
+        "symbol": spec.symbol,
+        "timeframe": timeframe,
+        "bars": len(ohlcv),
+        "labelledRows": len(dataset),
+        "dataHash": report.get("contentHash"),
+        "dataSummary": report.get("summary"),
+        "stages": stages,
+    }
+    run.store.write_json(layout.PLAN, plan)
+    return plan
+
+
+def load_data(spec: TrainingJobSpec, cache: ArtifactStore | None = None) -> LoadedData:
+    """The spec's candles, validated and cut to its range (ccxt pages cached in `cache`)."""
+    from .data import load_ohlcv
+
+    return load_ohlcv(
+        source=spec.data.source,
+        symbol=spec.symbol,
+        timeframe=spec.canonical_timeframe,
+        exchange=spec.data.exchange,
+        uri=spec.data.uri,
+        start=spec.data.start,
+        end=spec.data.end,
+        cache=cache,
+    )
+
+
+def plan_stages(spec: TrainingJobSpec, dataset: pd.DataFrame) -> dict[str, Any]:
+    """Every stage's plan, whatever the mode, so one run folder serves a later run of another
+    mode; a stage that cannot fit a fold is an error only when it is to run."""
+    from .dataset import timestamps_ns
+
     ts = timestamps_ns(dataset).tolist()
-    bar_ns = int(timeframes.bar(timeframe).total_seconds()) * 10**9
-    # Every stage is planned, whatever the mode, so one run folder serves a later run of
-    # another mode; a stage that cannot fit a fold is an error only when it is to run.
+    bar_ns = timeframes.bar_ns(spec.canonical_timeframe)
     stages: dict[str, Any] = {}
     for stage in STAGES:
         try:
@@ -171,17 +195,7 @@ def prepare(run: Run) -> dict[str, Any]:
             if stage in spec.stages_to_run():
                 raise
             stages[stage] = {"stage": stage, "error": str(exc)}
-    plan = {
-        "symbol": spec.symbol,
-        "timeframe": timeframe,
-        "bars": len(ohlcv),
-        "labelledRows": len(dataset),
-        "dataHash": report.get("contentHash"),
-        "dataSummary": report.get("summary"),
-        "stages": stages,
-    }
-    run.store.write_json(layout.PLAN, plan)
-    return plan
+    return stages
 
 
 def stage_plan_json(plan: dict[str, Any], stage: str) -> dict[str, Any]:
@@ -220,9 +234,7 @@ def fold(
         load_dataset(run),
         folds,
         spec=run.spec.model,
-        purge_ns=plan.purge_bars
-        * int(timeframes.bar(run.spec.canonical_timeframe).total_seconds())
-        * 10**9,
+        purge_ns=plan.purge_bars * timeframes.bar_ns(run.spec.canonical_timeframe),
         num_threads=num_threads,
     )
     metrics = {"stage": stage, "folds": len(plan.folds), **result.metrics}
@@ -273,7 +285,7 @@ def final(run: Run, *, num_threads: int, approved_by: str = "") -> dict[str, Any
     dataset = load_dataset(run)
     ts = timestamps_ns(dataset)
     full = spec.stages.full
-    bar_ns = int(timeframes.bar(spec.canonical_timeframe).total_seconds()) * 10**9
+    bar_ns = timeframes.bar_ns(spec.canonical_timeframe)
     start_ns = int(ts[0])
     if full.train_window == "fixed":
         start_ns = max(start_ns, int(ts[-1]) + bar_ns - full.min_train_days * NS_PER_DAY)

@@ -41,6 +41,10 @@ def bar(name: str) -> timedelta:
     return timedelta(minutes=minutes(name))
 
 
+def bar_ns(name: str) -> int:
+    return minutes(name) * 60 * 10**9
+
+
 def to_ccxt(name: str) -> str:
     return _CCXT[canonical(name)]
 
