@@ -156,9 +156,14 @@ class Processes:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
 
-    def stop_all(self) -> None:
+    def stop_all(self, verbose: bool = False) -> None:
         for proc in reversed(self.procs):
+            started = time.monotonic()
+            running = proc.poll() is None
             self.stop(proc)
+            if verbose and running:
+                print(f"  stopped {Path(str(proc.args[0])).name} {' '.join(map(str, proc.args[1:3]))}"
+                      f" in {time.monotonic() - started:.1f} s (exit {proc.returncode})")
         self.procs.clear()
 
 
@@ -424,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         return run(args, procs, work)
     finally:
         stopping = time.monotonic()
-        procs.stop_all()
+        procs.stop_all(verbose=True)
         print(f"stopped everything in {time.monotonic() - stopping:.1f} s")
         if args.keep:
             print(f"work folder kept: {work}")

@@ -231,6 +231,10 @@ def test_a_killed_worker_is_retried_and_nothing_half_written_counts(
     process = _start(
         ["run", path, "--mode", "quick", "--output", "json", "--artifacts", str(runs)], tmp_path
     )
+    deadline = time.monotonic() + 60
+    while not (run_dir(runs) / "plan.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(3)  # past the workers' start-up imports, into the first (slow) folds
     victim = _busy_workers(process.pid)[0]
     victim.kill()
     out, err = process.communicate(timeout=240)

@@ -78,6 +78,10 @@ class Prometheus:
     def label_values(self, label: str, match: str) -> list[str]:
         return self.api(f"label/{label}/values", {"match[]": match})  # type: ignore[no-any-return]
 
+    def rules(self) -> list[dict[str, Any]]:
+        groups = self.api("rules", {})["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
     def targets(self) -> list[dict[str, Any]]:
         return self.api("targets", {})["activeTargets"]  # type: ignore[no-any-return]
 

@@ -102,10 +102,12 @@ class Cluster:
 
     def log(self, pod: str, tail: int | None = None) -> str:
         with self._errors(pod, kind="pod"):
-            text = self.core.read_namespaced_pod_log(
-                pod, self.namespace, tail_lines=tail, _request_timeout=REQUEST_TIMEOUT
-            )
-        return str(text or "")
+            # Raw bytes: the client's own decoding of a log can yield the repr of bytes.
+            response = self.core.read_namespaced_pod_log(
+                pod, self.namespace, tail_lines=tail, _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )  # fmt: skip
+        return bytes(response.data or b"").decode(errors="replace")
 
     def follow_log(self, pod: str, tail: int | None = None) -> Iterator[str]:
         """Yield a running pod's log lines as they come; ends when the container ends."""

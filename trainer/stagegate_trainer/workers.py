@@ -92,13 +92,21 @@ class WorkerPool:
         return [w.key for w in self._workers if w.key is not None]
 
     def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        # An idle worker may have died (killed from outside): drop it and start another.
+        for dead in [w for w in self._workers if w.key is None and not w.process.is_alive()]:
+            dead.conn.close()
+            self._workers.remove(dead)
         worker = next((w for w in self._workers if w.key is None), None)
         if worker is None:
             if len(self._workers) >= self._size:
                 raise RuntimeError("no idle worker")
             worker = self._start()
         worker.key = key
-        worker.conn.send((fn, args, kwargs))
+        try:
+            worker.conn.send((fn, args, kwargs))
+        except OSError:
+            # Died between the check and the send: wait() reports it as this task's failure.
+            pass
 
     def pid_of(self, key: Hashable) -> int | None:
         for w in self._workers:
