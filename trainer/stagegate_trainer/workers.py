@@ -102,11 +102,10 @@ class WorkerPool:
                 raise RuntimeError("no idle worker")
             worker = self._start()
         worker.key = key
-        try:
+        # A worker that died between the check and the send is reported by wait() as this
+        # task's failure.
+        with contextlib.suppress(OSError):
             worker.conn.send((fn, args, kwargs))
-        except OSError:
-            # Died between the check and the send: wait() reports it as this task's failure.
-            pass
 
     def pid_of(self, key: Hashable) -> int | None:
         for w in self._workers:
