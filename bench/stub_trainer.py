@@ -21,11 +21,29 @@ import os
 import sys
 
 DEFAULT_FOLDS = {"quick": 5, "full": 45}
-METRICS = ("accuracy", "precision", "recall", "f1", "rocAuc", "brier", "hitRateTp1",
-           "positiveRate", "predictedPositiveRate")
+METRICS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "rocAuc",
+    "brier",
+    "hitRateTp1",
+    "positiveRate",
+    "predictedPositiveRate",
+)
 BASELINES = ("majority", "alwaysPositive", "volatilityTime")
-MODEL = {"accuracy": 0.71, "precision": 0.62, "recall": 0.55, "f1": 0.58, "rocAuc": 0.74,
-         "brier": 0.19, "hitRateTp1": 0.62, "positiveRate": 0.33, "predictedPositiveRate": 0.3}
+MODEL = {
+    "accuracy": 0.71,
+    "precision": 0.62,
+    "recall": 0.55,
+    "f1": 0.58,
+    "rocAuc": 0.74,
+    "brier": 0.19,
+    "hitRateTp1": 0.62,
+    "positiveRate": 0.33,
+    "predictedPositiveRate": 0.3,
+}
 BASELINE = {m: round(v * 0.6, 6) for m, v in MODEL.items()}
 DAY = 86_400
 
@@ -122,36 +140,61 @@ def result(step: str, argv: list[str], manifest: dict[str, object]) -> dict[str,
                 "purgeBars": 49,
                 "trainWindow": "fixed" if stage == "quick" else "expanding",
             }
-        return {"step": "prepare", "bars": 200_000, "labelledRows": 199_000,
-                "dataHash": "stub", "dataSummary": "stub data (bench/stub_trainer.py)",
-                "stages": stages}
+        return {
+            "step": "prepare",
+            "bars": 200_000,
+            "labelledRows": 199_000,
+            "dataHash": "stub",
+            "dataSummary": "stub data (bench/stub_trainer.py)",
+            "stages": stages,
+        }
     stage = _option(argv, "--stage") or "full"
     if step == "fold":
         number = int(_option(argv, "--fold") or 1)
         total = fold_count(manifest, stage)
         test_start = end - (total - number + 1) * 21 * DAY
         return {
-            "step": "fold", "stage": stage, "fold": number, "folds": total,
-            "train": {"start": _iso(test_start - 400 * DAY), "end": _iso(test_start - DAY),
-                      "rows": 38_000},
-            "test": {"start": _iso(test_start), "end": _iso(test_start + 21 * DAY),
-                     "rows": 2_016},
+            "step": "fold",
+            "stage": stage,
+            "fold": number,
+            "folds": total,
+            "train": {
+                "start": _iso(test_start - 400 * DAY),
+                "end": _iso(test_start - DAY),
+                "rows": 38_000,
+            },
+            "test": {"start": _iso(test_start), "end": _iso(test_start + 21 * DAY), "rows": 2_016},
             "model": dict(MODEL),
-            "baselines": {"volatilityTime": {"rocAuc": BASELINE["rocAuc"]},
-                          "alwaysPositive": {"f1": BASELINE["f1"]}},
+            "baselines": {
+                "volatilityTime": {"rocAuc": BASELINE["rocAuc"]},
+                "alwaysPositive": {"f1": BASELINE["f1"]},
+            },
         }
     if step in ("summarise", "summary"):
         gates = [
             {"gate": g, "metric": m, "value": MODEL[m], "threshold": t, "passed": True}
-            for g, m, t in (("minAccuracy", "accuracy", 0.6), ("minRecall", "recall", 0.35),
-                            ("minRocAuc", "rocAuc", 0.61), ("minF1", "f1", 0.45))
+            for g, m, t in (
+                ("minAccuracy", "accuracy", 0.6),
+                ("minRecall", "recall", 0.35),
+                ("minRocAuc", "rocAuc", 0.61),
+                ("minF1", "f1", 0.45),
+            )
         ]
-        return {"step": "summary", "stage": stage, "folds": fold_count(manifest, stage),
-                "passed": True, "model": _block(MODEL),
-                "baselines": {b: _block(BASELINE) for b in BASELINES}, "gates": gates}
+        return {
+            "step": "summary",
+            "stage": stage,
+            "folds": fold_count(manifest, stage),
+            "passed": True,
+            "model": _block(MODEL),
+            "baselines": {b: _block(BASELINE) for b in BASELINES},
+            "gates": gates,
+        }
     if step == "final":
-        return {"step": "final", "model": f"{run}/model/model.txt",
-                "modelCard": f"{run}/model/model_card.json"}
+        return {
+            "step": "final",
+            "model": f"{run}/model/model.txt",
+            "modelCard": f"{run}/model/model_card.json",
+        }
     raise SystemExit(f"error: unknown step {step!r}")
 
 

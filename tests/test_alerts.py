@@ -74,13 +74,16 @@ def test_the_prometheus_rule_embeds_the_same_rules(kube_binaries: KubeBinaries) 
         )  # fmt: skip
         docs = [d for d in yaml.safe_load_all(out.stdout) if d]
         (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
-        return rule  # type: ignore[no-any-return]
+        return rule
 
     source = yaml.safe_load(RULES.read_text())
     assert render()["spec"]["groups"] == source["groups"]
     renamed = render("--set", "metrics.job=ops-stagegate")["spec"]["groups"]
     text = yaml.safe_dump(renamed)
     assert 'job="ops-stagegate"' in text and "stagegate-operator" not in text
-    assert renamed == yaml.safe_load(
-        RULES.read_text().replace('job="stagegate-operator"', 'job="ops-stagegate"')
-    )["groups"]
+    assert (
+        renamed
+        == yaml.safe_load(
+            RULES.read_text().replace('job="stagegate-operator"', 'job="ops-stagegate"')
+        )["groups"]
+    )

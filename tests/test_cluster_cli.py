@@ -132,7 +132,7 @@ def set_status(kube: KubeApi, name: str, status: dict[str, Any]) -> None:
     kube.patch(f"{TJ_PATH}/{name}/status", {"status": status})
 
 
-def annotations(kube: KubeApi, name: str) -> dict[str, str]:
+def annotations_of(kube: KubeApi, name: str) -> dict[str, str]:
     return kube.get(f"{TJ_PATH}/{name}")["metadata"].get("annotations", {})
 
 
@@ -167,7 +167,9 @@ def test_submit_dry_run_builds_and_validates_offline(tmp_path: Path) -> None:
     manifest = tmp_path / "other.yaml"
     manifest.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap",
                                         "metadata": {"name": "x"}, "spec": {}}))  # fmt: skip
-    one_line_error(sg(None, "submit", "-f", str(manifest), "--dry-run"), "kind: must be TrainingJob")
+    one_line_error(
+        sg(None, "submit", "-f", str(manifest), "--dry-run"), "kind: must be TrainingJob"
+    )
 
 
 def test_connection_errors_are_one_line(tmp_path: Path) -> None:
@@ -193,7 +195,9 @@ def test_submit_creates_and_reports_conflicts(kube_api: KubeApi, tmp_path: Path)
     assert stored["spec"]["mode"] == "full"
     assert stored["spec"]["stages"]["full"]["testPeriodDays"] == 30
     one_line_error(sg(kube_api, "submit", "BTC/USDT", "M15"), "btc-usdt-m15 already exists")
-    one_line_error(sg(kube_api, "status", "nope"), "trainingjob nope not found in namespace default")
+    one_line_error(
+        sg(kube_api, "status", "nope"), "trainingjob nope not found in namespace default"
+    )
     doc = yaml.safe_load((REPO / "examples" / "btc-usdt-m15.yaml").read_text())
     doc["metadata"]["namespace"] = "ml"
     placed = tmp_path / "placed.yaml"
@@ -237,19 +241,19 @@ def test_approve_reject_cancel(kube: KubeApi) -> None:
     set_status(kube, "a", quick_status("AwaitingApproval", 2, summarised=True))
     out = sg(kube, "approve", "a", "--by", "alice")
     assert out.returncode == 0 and "approved by alice" in out.stdout, out.stderr
-    assert annotations(kube, "a")["stagegate.io/approval"] == "approved"
-    assert annotations(kube, "a")["stagegate.io/approved-by"] == "alice"
+    assert annotations_of(kube, "a")["stagegate.io/approval"] == "approved"
+    assert annotations_of(kube, "a")["stagegate.io/approved-by"] == "alice"
 
     out = sg(kube, "reject", "r", "--reason", "AUC too close to the baseline")
     assert out.returncode == 0, out.stderr
     assert "decision applies at its gate" in out.stdout  # still Pending: applied later
-    ann = annotations(kube, "r")
+    ann = annotations_of(kube, "r")
     assert ann["stagegate.io/approval"] == "rejected"
     assert ann["stagegate.io/rejection-reason"] == "AUC too close to the baseline"
     assert ann["stagegate.io/approved-by"]  # $USER, or whoever runs the tests
 
     assert sg(kube, "cancel", "c").returncode == 0
-    assert annotations(kube, "c")["stagegate.io/cancel"] == "true"
+    assert annotations_of(kube, "c")["stagegate.io/cancel"] == "true"
 
     set_status(kube, "done", {"phase": "Succeeded", "message": "final model trained"})
     one_line_error(sg(kube, "approve", "done"), "already ended (Succeeded)")
@@ -335,8 +339,12 @@ def test_logs_by_label_and_follow(kube: KubeApi) -> None:
     # --follow streams a pod that is still running and ends when the run reaches its gate.
     labels = {"stagegate.io/trainingjob": "lg", "stagegate.io/stage": "quick",
               "stagegate.io/step": "summary"}  # fmt: skip
-    make_pod(kube, "lg-quick-summary", labels,
-             "import time\nfor i in range(3):\n    print('line', i, flush=True); time.sleep(0.3)")
+    make_pod(
+        kube,
+        "lg-quick-summary",
+        labels,
+        "import time\nfor i in range(3):\n    print('line', i, flush=True); time.sleep(0.3)",
+    )
     follow = kube.popen(str(BIN / "stagegate"), "logs", "lg", "--step", "summary", "-f",
                         "--kubeconfig", str(kube.kubeconfig))  # fmt: skip
     time.sleep(1.0)

@@ -114,12 +114,17 @@ def test_rbac_namespaced_is_least_privilege(helm: Path) -> None:
     assert {r["metadata"]["namespace"] for r in roles} == {"ml", "research"}
     for role in roles:
         assert rules_of(role) == WORKLOAD_RULES
-    bindings = [d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "sg-stagegate"]
+    bindings = [
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "sg-stagegate"
+    ]
     assert {b["metadata"]["namespace"] for b in bindings} == {"ml", "research"}
     assert all(b["subjects"][0]["namespace"] == "stagegate" for b in bindings)
-    assert not [d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "sg-stagegate"]
+    assert not [
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "sg-stagegate"
+    ]
     assert rules_of(only(docs, "ClusterRole", "sg-stagegate-discovery")) == {
-        **CRD_RULES, **NAMESPACE_RULES
+        **CRD_RULES,
+        **NAMESPACE_RULES,
     }
     args = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert parse_args(args).namespaces == ["ml", "research"]
@@ -129,10 +134,16 @@ def test_rbac_namespaced_is_least_privilege(helm: Path) -> None:
 def test_trainer_service_account_grants_nothing(helm: Path, args: tuple[str, ...]) -> None:
     docs = render(helm, *args)
     namespaces = {"ml", "research"} if args else {"stagegate"}
-    sas = [d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "stagegate-trainer"]
+    sas = [
+        d
+        for d in docs
+        if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == "stagegate-trainer"
+    ]
     assert {s["metadata"]["namespace"] for s in sas} == namespaces
     assert all(s["automountServiceAccountToken"] is False for s in sas)
-    roles = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "stagegate-trainer"]
+    roles = [
+        d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "stagegate-trainer"
+    ]
     assert {r["metadata"]["namespace"] for r in roles} == namespaces
     assert all(r["rules"] == [] for r in roles)
     trainer_bindings = [
@@ -197,7 +208,9 @@ def test_metrics_service_monitor_rules_and_dashboard(helm: Path) -> None:
     docs = render(helm, *ALL_ON, "--set", "metrics.serviceMonitor.labels.release=kps")
     monitor = only(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "kps"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     # The scrape job is named by the Service's label: the name the operator-down alert selects.
     assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "stagegate-operator"
@@ -231,9 +244,16 @@ def test_rendered_chart_applies_with_kubectl(helm: Path, kube_api: KubeApi) -> N
     applicable = [d for d in docs if (d["apiVersion"], d["kind"]) in served]
     skipped = {(d["apiVersion"], d["kind"]) for d in docs} - served
     assert skipped <= NOT_EMULATED, skipped  # anything else must apply
-    assert {d["kind"] for d in applicable} >= {"CustomResourceDefinition", "ServiceAccount", "ConfigMap"}
+    assert {d["kind"] for d in applicable} >= {
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ConfigMap",
+    }
     out = kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(applicable))
-    assert "customresourcedefinition.apiextensions.k8s.io/trainingjobs.stagegate.io created" in out.stdout
+    assert (
+        "customresourcedefinition.apiextensions.k8s.io/trainingjobs.stagegate.io created"
+        in out.stdout
+    )
     kube_api.wait_for(lambda: ("stagegate.io/v1alpha1", "TrainingJob") in _served(kube_api))
     example = kube_api.kubectl("apply", "-f", str(REPO / "examples" / "btc-usdt-m15.yaml"))
     assert "created" in example.stdout

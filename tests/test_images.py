@@ -252,9 +252,9 @@ def test_dockerignore_admits_everything_the_dockerfiles_copy() -> None:
                 for source in sources:
                     source = source.rstrip("/")
                     assert (REPO / source).exists(), f"{dockerfile}: COPY {source}: no such path"
-                    assert any(
-                        source == a or source.startswith(a + "/") for a in allowed
-                    ), f"{dockerfile}: COPY {source} is excluded by .dockerignore"
+                    assert any(source == a or source.startswith(a + "/") for a in allowed), (
+                        f"{dockerfile}: COPY {source} is excluded by .dockerignore"
+                    )
 
 
 # -- the install, run as the images run it ------------------------------------------------------
@@ -295,9 +295,9 @@ class ImageEnv:
             stdin=subprocess.DEVNULL,
         )
 
-    def python(self, code: str, cwd: Path) -> object:
+    def python(self, code: str, cwd: Path, *args: str) -> object:
         """Run `code` in the image's interpreter; it prints one JSON value."""
-        result = self.run([str(self.bin / "python"), "-c", code], cwd)
+        result = self.run([str(self.bin / "python"), "-c", code, *args], cwd)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
@@ -348,16 +348,20 @@ INSTALLED = (
     "import importlib.metadata as m, json; "
     "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
 )
-# For each installed distribution, the installed distributions that require it (for the report).
-REQUIRED_BY = """
-import importlib.metadata as m, json, re
+# For each installed distribution, the installed ones that require it, counting an optional
+# requirement only for the image's own extra of stagegate (for the failure report).
+REQUIRED_BY = r"""
+import importlib.metadata as m, json, re, sys
 canon = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 by = {}
 for d in m.distributions():
     for req in d.requires or []:
-        name = canon(re.split(r"[\\s\\[<>=!~;(]", req, maxsplit=1)[0])
-        by.setdefault(name, []).append(d.metadata["Name"])
-print(json.dumps(by))
+        extra = re.search(r"extra\s*==\s*.([\w-]+)", req)
+        if extra and not (d.metadata["Name"] == "stagegate" and extra[1] == sys.argv[1]):
+            continue
+        name = canon(re.split(r"[\s\[<>=!~;(]", req, maxsplit=1)[0])
+        by.setdefault(name, set()).add(d.metadata["Name"])
+print(json.dumps({k: sorted(v) for k, v in by.items()}))
 """
 
 
@@ -400,7 +404,7 @@ def test_operator_image_has_no_numeric_stack(
     names = {canonical(n) for n in installed}
     heavy = sorted(names & set(HEAVY))
     if heavy:
-        required_by = image.python(REQUIRED_BY, tmp_path)
+        required_by = image.python(REQUIRED_BY, tmp_path, image.extras)
         assert isinstance(required_by, dict)
         pytest.fail(
             "stagegate[operator] pulls "
@@ -448,8 +452,11 @@ def test_trainer_image_runs_a_real_fold(image_envs: dict[str, ImageEnv], tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
     metrics = list(artifacts.glob("**/quick/folds/01/metrics.json"))
     assert len(metrics) == 1, sorted(str(p) for p in artifacts.rglob("*"))
-    assert "accuracy" in json.loads(metrics[0].read_text()).__repr__().lower()
-    assert termination_log.read_text().strip()
+    doc = json.loads(metrics[0].read_text())
+    assert (doc["stage"], doc["fold"]) == ("quick", 1)
+    assert 0 <= doc["model"]["accuracy"] <= 1 and 0 <= doc["model"]["rocAuc"] <= 1
+    # The result the operator reads back from the pod's termination message.
+    assert json.loads(termination_log.read_text())["fold"] == 1
     # Read-only root filesystem: the run wrote nothing into the installed environment (no byte
     # code, no caches), only under HOME/TMPDIR and the artifacts.
     assert tree_state(image.venv) == before
@@ -498,3 +505,40 @@ def test_shared_libraries_exist_in_the_slim_image(
     # And nothing installed that no wheel needs.
     unused = [pkg for pkg in apt if not APT_LIBS[pkg] & needed.keys()]
     assert not unused, f"{IMAGES[extras]} installs {unused}, which no library links"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_operator_healthcheck_command_follows_healthz(
+    image_envs: dict[str, ImageEnv], tmp_path: Path
+) -> None:
+    """The HEALTHCHECK's own command, run by the image's python: 0 on 200, non-zero otherwise."""
+    import http.server
+    import threading
+
+    health = parse_dockerfile(REPO / IMAGES["operator"]).final.all("HEALTHCHECK")[0]
+    argv = exec_form(health[health.index("CMD ") + len("CMD ") :])
+    healthy = {"yes": True}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = self.path == "/healthz" and healthy["yes"]
+            self.send_response(200 if ok else 500)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        probe = [a.replace("127.0.0.1:8080", f"127.0.0.1:{port}") for a in argv]
+        assert probe != argv, "HEALTHCHECK no longer probes 127.0.0.1:8080"
+        image = image_envs["operator"]
+        assert image.run(probe, tmp_path, timeout=30).returncode == 0
+        healthy["yes"] = False
+        assert image.run(probe, tmp_path, timeout=30).returncode != 0
+    finally:
+        server.shutdown()
+        server.server_close()

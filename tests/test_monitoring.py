@@ -22,7 +22,6 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -93,14 +92,20 @@ def signal(expr: str) -> str:
 
 
 def kill_one_fold() -> None:
-    def fold_process() -> psutil.Process | None:
-        for p in psutil.process_iter(["cmdline"]):
+    """Kill one fold's trainer process while it trains (as test_operator_e2e does)."""
+
+    def training() -> psutil.Process | None:
+        for p in psutil.process_iter(["cmdline", "create_time"]):
             cmdline = p.info["cmdline"] or []
-            if "--fold" in cmdline and "--stage" in cmdline:
-                return p
+            if "--fold" in cmdline and time.time() - p.info["create_time"] > 1:
+                try:
+                    if p.cpu_percent(0.05) > 10:
+                        return p
+                except psutil.NoSuchProcess:
+                    continue
         return None
 
-    victim = poll(fold_process, timeout=120, interval=0.05)
+    victim = poll(training, timeout=120, interval=0.05)
     victim.kill()
 
 
@@ -133,8 +138,8 @@ def test_every_dashboard_query_and_alert_returns_data(
     assert "stagegate_approval_wait_seconds_count 1.0" in text
 
     # Prometheus saw it all: wait for a few scrapes after the last change.
-    poll(lambda: prom.query('stagegate_approval_wait_seconds_count{job="%s"} == 1' % JOB),
-         timeout=20)  # fmt: skip
+    waited = f'stagegate_approval_wait_seconds_count{{job="{JOB}"}} == 1'
+    poll(lambda: prom.query(waited), timeout=20)
     time.sleep(3)
     scenario_seconds = time.monotonic() - started
 

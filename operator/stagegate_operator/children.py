@@ -152,6 +152,8 @@ def step_job(
         "command": [*command, *args],
         "env": _env(name, spec, approved_by),
         "terminationMessagePath": TERMINATION_LOG,
+        # The root filesystem is read-only; the image points HOME and TMPDIR at /tmp.
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "runAsNonRoot": True,
@@ -181,6 +183,7 @@ def step_job(
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
         },

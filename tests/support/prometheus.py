@@ -73,17 +73,17 @@ class Prometheus:
             "query_range",
             {"query": expr, "start": str(now - seconds), "end": str(now), "step": str(step)},
         )
-        return data["result"]  # type: ignore[no-any-return]
+        return data["result"]
 
     def label_values(self, label: str, match: str) -> list[str]:
-        return self.api(f"label/{label}/values", {"match[]": match})  # type: ignore[no-any-return]
+        return self.api(f"label/{label}/values", {"match[]": match})
 
     def rules(self) -> list[dict[str, Any]]:
         groups = self.api("rules", {})["groups"]
         return [rule for group in groups for rule in group["rules"]]
 
     def targets(self) -> list[dict[str, Any]]:
-        return self.api("targets", {})["activeTargets"]  # type: ignore[no-any-return]
+        return self.api("targets", {})["activeTargets"]
 
     def wait_for_targets(self, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -125,7 +125,7 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[..., Prometheus]]:
         (root / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
         log = root / "prometheus.log"
-        process = subprocess.Popen(  # noqa: S603
+        process = subprocess.Popen(
             [
                 binary,
                 f"--config.file={root / 'prometheus.yml'}",

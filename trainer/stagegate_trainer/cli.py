@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -66,6 +67,9 @@ artifacts_opt = click.option(
 @click.version_option(package_name="stagegate")
 def main() -> None:
     """Stagegate: two-stage walk-forward training of LightGBM trading models."""
+    # In a pod this process is PID 1, which ignores SIGTERM unless it handles it: without this
+    # a deleted Job's pod would wait out its whole grace period.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 @main.command()

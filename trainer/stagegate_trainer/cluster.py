@@ -240,10 +240,9 @@ def connect(
             config.load_incluster_config(client_configuration=configuration)
             return _cluster(configuration, namespace or _incluster_namespace())
         where = config_file or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        raise ClusterError(
-            f"cannot load kubeconfig {where}: {str(exc).splitlines()[0]} "
-            "(set --kubeconfig or KUBECONFIG)"
-        ) from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = " (set --kubeconfig or KUBECONFIG)" if "No configuration" in reason else ""
+        raise ClusterError(f"cannot load kubeconfig {where}: {reason}{hint}") from None
     # A CLI should fail fast on an unreachable server instead of retrying for minutes.
     configuration.retries = 1
     return _cluster(configuration, namespace or _default_namespace(config_file, context))

@@ -495,7 +495,7 @@ def print_detail(console: Console, tj: Mapping[str, Any]) -> None:
     ]  # fmt: skip
     lines += [(f"  {k}", v) for k, v in (status.get("artifacts") or {}).items()]
     for key, value in lines:
-        console.print(f"{key + ':':<11} {value}")
+        console.print(f"{key + ':':<11} {value}", markup=False)
     for stage in STAGES:
         entry = (status.get("stages") or {}).get(stage)
         if not entry:
@@ -596,7 +596,8 @@ class Watcher:
         phase = _phase(tj)
         if phase != self.phase:
             stamp = datetime.now(UTC).strftime("%H:%M:%S")
-            self.console.print(f"[{stamp}] {phase}: {status.get('message') or ''}".rstrip(": "))
+            line = f"[{stamp}] {phase}: {status.get('message') or ''}".rstrip(": ")
+            self.console.print(line, markup=False)
             self.phase = phase
         for stage in STAGES:
             entry = (status.get("stages") or {}).get(stage) or {}
@@ -615,10 +616,12 @@ class Watcher:
             return
         self.folds[key] = state
         if state == "Succeeded" and fold.get("metrics"):
-            self.console.print(fold_status_line(stage, fold, total))
+            # markup=False: "[quick]" is text, not a rich style tag.
+            self.console.print(fold_status_line(stage, fold, total), markup=False)
         elif state == "Retrying":
             error = fold.get("error") or "failed"
-            self.console.print(f"Fold {key[1]}/{total}: failed, retrying: {error}  [{stage}]")
+            line = f"Fold {key[1]}/{total}: failed, retrying: {error}  [{stage}]"
+            self.console.print(line, markup=False)
 
 
 def watch_outcome(tj: Mapping[str, Any]) -> int | None:
