@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
 
 from stagegate_operator import children
+from stagegate_operator.defaults import BUILTIN_IMAGE, TrainerDefaults
 from stagegate_operator.observe import Memory, harvest, job_step, observe, recall
 from stagegate_trainer.results import encode
 from stagegate_trainer.spec import TrainingJobSpec
@@ -28,7 +30,7 @@ def test_fold_job_shape() -> None:
         artifacts={"uri": "s3://b/p", "secretRef": {"name": "creds"}},
         resources={"full": {"requests": {"cpu": "2", "memory": "8Gi"}}},
     )
-    job = children.fold_job("btc", "ns", "uid-1", s, "full", 7, CMD)
+    job = children.fold_job(children.Owner("btc", "ns", "uid-1", s, CMD, "trainer"), "full", 7)
     meta = job["metadata"]
     assert meta["name"] == "btc-full-fold-07"
     assert meta["labels"] == {
@@ -42,7 +44,7 @@ def test_fold_job_shape() -> None:
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("TrainingJob", "uid-1", True)
     assert job["spec"]["backoffLimit"] == 3 and job["spec"]["suspend"] is True
     pod = job["spec"]["template"]["spec"]
-    assert pod["restartPolicy"] == "Never"
+    assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "trainer"
     container = pod["containers"][0]
     assert container["command"] == [
         "stagegate",
@@ -67,7 +69,7 @@ def test_fold_job_shape() -> None:
 
 
 def test_no_queue_no_suspend_and_no_secret_no_credentials() -> None:
-    job = children.prepare_job("btc", "ns", "u", spec(), CMD)
+    job = children.prepare_job(children.Owner("btc", "ns", "u", spec(), CMD))
     assert "suspend" not in job["spec"]
     names = [e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]]
     assert not [n for n in names if n.startswith("AWS_")]
@@ -75,18 +77,10 @@ def test_no_queue_no_suspend_and_no_secret_no_credentials() -> None:
 
 def test_threads_follow_the_cpu_request() -> None:
     s = spec(resources={"quick": {"requests": {"cpu": "500m"}}, "full": {"limits": {"cpu": "3"}}})
-    assert (
-        children.fold_job("a", "n", "u", s, "quick", 1, CMD)["spec"]["template"]["spec"][
-            "containers"
-        ][0]["command"][-1]
-        == "1"
-    )
-    assert (
-        children.fold_job("a", "n", "u", s, "full", 1, CMD)["spec"]["template"]["spec"][
-            "containers"
-        ][0]["command"][-1]
-        == "3"
-    )
+    owner = children.Owner("a", "n", "u", s, CMD)
+    for stage, threads in (("quick", "1"), ("full", "3")):
+        job = children.fold_job(owner, stage, 1)  # type: ignore[arg-type]
+        assert job["spec"]["template"]["spec"]["containers"][0]["command"][-1] == threads
 
 
 def _job(
@@ -263,3 +257,43 @@ def test_the_operator_imports_no_numeric_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_cluster_defaults_apply_only_where_the_spec_leaves_a_gap() -> None:
+    defaults = TrainerDefaults.from_env(
+        {
+            "STAGEGATE_TRAINER_IMAGE": "registry.local/trainer:1",
+            "STAGEGATE_ARTIFACTS_URI": "s3://models/runs",
+            "STAGEGATE_ARTIFACTS_SECRET": "minio",
+            "STAGEGATE_QUEUE_NAME": "research",
+            "STAGEGATE_TRAINER_RESOURCES": json.dumps(
+                {"quick": {"requests": {"memory": "2Gi"}}, "full": {"requests": {"memory": "6Gi"}}}
+            ),
+        }
+    )
+    bare = defaults.apply(spec())
+    assert bare.image == "registry.local/trainer:1" and bare.queue_name == "research"
+    assert bare.artifacts.uri == "s3://models/runs" and bare.artifacts.secret_ref.name == "minio"
+    assert bare.resources.full.requests.memory == "6Gi"
+    own = defaults.apply(
+        spec(
+            image="mine:2",
+            queueName="q",
+            artifacts={"uri": "s3://mine/x"},
+            resources={"full": {"requests": {"memory": "1Gi"}}},
+        )
+    )
+    assert (own.image, own.queue_name, own.artifacts.uri) == ("mine:2", "q", "s3://mine/x")
+    assert own.artifacts.secret_ref is None and own.resources.full.requests.memory == "1Gi"
+    assert TrainerDefaults.from_env({}).apply(spec()).image == BUILTIN_IMAGE
+
+
+def test_bad_default_resources_are_refused_at_start() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "stagegate_operator.main", "-n", "default"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "STAGEGATE_TRAINER_RESOURCES": "{nope"},
+    )
+    assert out.returncode == 2
+    assert out.stderr.startswith("stagegate-operator: STAGEGATE_TRAINER_RESOURCES:")

@@ -6,11 +6,14 @@ means the child is there already and is adopted, and a restarted operator finds 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from stagegate_trainer.results import RESULT_FILE_ENV
 from stagegate_trainer.spec import API_GROUP, API_VERSION, KIND, StageName, TrainingJobSpec
+
+from .defaults import BUILTIN_IMAGE
 
 LABEL_TJ = "stagegate.io/trainingjob"
 LABEL_STAGE = "stagegate.io/stage"
@@ -127,30 +130,39 @@ def _env(name: str, spec: TrainingJobSpec, approved_by: str) -> list[dict[str, A
     return env
 
 
+@dataclass(frozen=True)
+class Owner:
+    """The TrainingJob the step Jobs belong to, and how their pods run."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: TrainingJobSpec
+    command: tuple[str, ...] = ("stagegate",)
+    service_account: str | None = None
+
+
 def step_job(
+    owner: Owner,
     *,
-    name: str,
-    namespace: str,
-    uid: str,
-    spec: TrainingJobSpec,
     stage: StageName,
     job_name: str,
     args: list[str],
     step: str,
     fold: int | None = None,
     approved_by: str = "",
-    command: tuple[str, ...] = ("stagegate",),
 ) -> dict[str, Any]:
-    labels = {LABEL_TJ: name, LABEL_STAGE: stage, LABEL_STEP: step}
+    spec = owner.spec
+    labels = {LABEL_TJ: owner.name, LABEL_STAGE: stage, LABEL_STEP: step}
     if fold is not None:
         labels[LABEL_FOLD] = str(fold)
     if spec.queue_name:
         labels[QUEUE_LABEL] = spec.queue_name
     container: dict[str, Any] = {
         "name": "trainer",
-        "image": spec.image,
-        "command": [*command, *args],
-        "env": _env(name, spec, approved_by),
+        "image": spec.image or BUILTIN_IMAGE,
+        "command": [*owner.command, *args],
+        "env": _env(owner.name, spec, approved_by),
         "terminationMessagePath": TERMINATION_LOG,
         # The root filesystem is read-only; the image points HOME and TMPDIR at /tmp.
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
@@ -165,27 +177,27 @@ def step_job(
     resources = _resources(spec, stage)
     if resources:
         container["resources"] = resources
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if owner.service_account:
+        pod["serviceAccountName"] = owner.service_account
     job: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
             "name": job_name,
-            "namespace": namespace,
+            "namespace": owner.namespace,
             "labels": labels,
-            "ownerReferences": [owner_reference(name, uid)],
+            "ownerReferences": [owner_reference(owner.name, owner.uid)],
         },
         "spec": {
             "backoffLimit": spec.max_retries,
             "ttlSecondsAfterFinished": TTL_SECONDS,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "containers": [container],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
-                },
-            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
     if spec.queue_name:
@@ -197,61 +209,33 @@ def step_job(
 MANIFEST_ARG = f"env:{MANIFEST_ENV}"
 
 
-def prepare_job(
-    name: str, namespace: str, uid: str, spec: TrainingJobSpec, command: tuple[str, ...]
-) -> dict[str, Any]:
-    stage: StageName = spec.stages_to_run()[0]
+def prepare_job(owner: Owner) -> dict[str, Any]:
+    stage: StageName = owner.spec.stages_to_run()[0]
     return step_job(
-        name=name, namespace=namespace, uid=uid, spec=spec, stage=stage,
-        job_name=prepare_job_name(name), args=["prepare", MANIFEST_ARG], step="prepare",
-        command=command,
+        owner, stage=stage, job_name=prepare_job_name(owner.name),
+        args=["prepare", MANIFEST_ARG], step="prepare",
     )  # fmt: skip
 
 
-def fold_job(
-    name: str,
-    namespace: str,
-    uid: str,
-    spec: TrainingJobSpec,
-    stage: StageName,
-    fold: int,
-    command: tuple[str, ...],
-) -> dict[str, Any]:
+def fold_job(owner: Owner, stage: StageName, fold: int) -> dict[str, Any]:
     args = ["fold", MANIFEST_ARG, "--stage", stage, "--fold", str(fold)]
-    args += ["--threads", _threads(spec, stage)]
+    args += ["--threads", _threads(owner.spec, stage)]
     return step_job(
-        name=name, namespace=namespace, uid=uid, spec=spec, stage=stage,
-        job_name=fold_job_name(name, stage, fold), args=args, step="fold", fold=fold,
-        command=command,
+        owner, stage=stage, job_name=fold_job_name(owner.name, stage, fold), args=args,
+        step="fold", fold=fold,
     )  # fmt: skip
 
 
-def summary_job(
-    name: str,
-    namespace: str,
-    uid: str,
-    spec: TrainingJobSpec,
-    stage: StageName,
-    command: tuple[str, ...],
-) -> dict[str, Any]:
+def summary_job(owner: Owner, stage: StageName) -> dict[str, Any]:
     return step_job(
-        name=name, namespace=namespace, uid=uid, spec=spec, stage=stage,
-        job_name=summary_job_name(name, stage),
-        args=["summarise", MANIFEST_ARG, "--stage", stage], step="summary", command=command,
+        owner, stage=stage, job_name=summary_job_name(owner.name, stage),
+        args=["summarise", MANIFEST_ARG, "--stage", stage], step="summary",
     )  # fmt: skip
 
 
-def final_job(
-    name: str,
-    namespace: str,
-    uid: str,
-    spec: TrainingJobSpec,
-    approved_by: str,
-    command: tuple[str, ...],
-) -> dict[str, Any]:
-    args = ["final", MANIFEST_ARG, "--threads", _threads(spec, "full")]
+def final_job(owner: Owner, approved_by: str) -> dict[str, Any]:
+    args = ["final", MANIFEST_ARG, "--threads", _threads(owner.spec, "full")]
     return step_job(
-        name=name, namespace=namespace, uid=uid, spec=spec, stage="full",
-        job_name=final_job_name(name), args=args, step="final", approved_by=approved_by,
-        command=command,
+        owner, stage="full", job_name=final_job_name(owner.name), args=args, step="final",
+        approved_by=approved_by,
     )  # fmt: skip

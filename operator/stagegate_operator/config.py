@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .defaults import TrainerDefaults
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
@@ -16,3 +18,5 @@ class OperatorConfig:
     verbose: bool = False
     # The command the step pods run; the trainer image puts `stagegate` on PATH.
     trainer_command: tuple[str, ...] = ("stagegate",)
+    # From the environment the Helm chart sets (STAGEGATE_TRAINER_IMAGE, ...).
+    defaults: TrainerDefaults = field(default_factory=TrainerDefaults)

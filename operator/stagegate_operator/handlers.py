@@ -59,7 +59,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         settings.watching.server_timeout = config.watch_timeout
         settings.watching.client_timeout = config.watch_timeout + 10
         api = KubeApi(load_connection(config.kubeconfig))
-        STATE.reconciler = Reconciler(api, metrics, trainer_command=config.trainer_command)
+        STATE.reconciler = Reconciler(
+            api,
+            metrics,
+            trainer_command=config.trainer_command,
+            defaults=config.defaults,
+        )
         STATE.resync = asyncio.get_running_loop().create_task(_resync(config, STATE.reconciler))
 
     @kopf.on.cleanup(registry=registry)

@@ -6,14 +6,12 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
-import threading
-from typing import Any
 
 import kopf
 
 from .config import OperatorConfig
+from .defaults import DefaultsError, TrainerDefaults
 from .handlers import register
 from .metrics import OperatorMetrics
 
@@ -59,11 +57,16 @@ def parse_args(argv: list[str] | None = None) -> OperatorConfig:
         resync_seconds=args.resync_seconds,
         verbose=args.verbose,
         trainer_command=tuple(args.trainer_command.split()),
+        defaults=TrainerDefaults.from_env(),
     )
 
 
 def main(argv: list[str] | None = None) -> None:
-    config = parse_args(argv)
+    try:
+        config = parse_args(argv)
+    except DefaultsError as exc:
+        print(f"stagegate-operator: {exc}", file=sys.stderr)
+        sys.exit(2)
     logging.basicConfig(
         level=logging.DEBUG if config.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -75,13 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         metrics.serve(config.metrics_port)
     registry = kopf.OperatorRegistry()
     register(registry, config, metrics)
-    stop = threading.Event()
-
-    def on_signal(*_: Any) -> None:
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    if not config.verbose:
+        # kopf logs a line for every handled event; at 100 TrainingJobs that is noise.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
     try:
         asyncio.run(
@@ -91,7 +90,6 @@ def main(argv: list[str] | None = None) -> None:
                 clusterwide=not config.namespaces,
                 namespaces=config.namespaces,
                 liveness_endpoint=liveness,
-                stop_flag=stop,
             )
         )
     except Exception as exc:  # one clear line for a start-up failure (e.g. no cluster)

@@ -6,6 +6,7 @@ query against a real Prometheus scraping a running operator.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,6 +111,10 @@ class OperatorMetrics:
             registry=r,
         )
         self._phases: dict[tuple[str, str], str] = {}
+        # Counters start at 0 so that increase() sees their first event.
+        for stage in ("quick", "full"):
+            for result in ("succeeded", "failed"):
+                self.folds.labels(stage, result)
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
         start_http_server(port, addr=address, registry=self.registry)
@@ -123,6 +128,10 @@ class OperatorMetrics:
         self._phases[(namespace, name)] = phase
         for p in PHASES:
             self.phase.labels(*labels, p).set(1 if p == phase else 0)
+        for p in PHASES:  # only the current phase has a duration
+            if p != phase:
+                with contextlib.suppress(KeyError):
+                    self.phase_seconds.remove(*labels, p)
         self.phase_seconds.labels(*labels, phase).set(phase_seconds)
         for stage, entry in (status.get("stages") or {}).items():
             folds = entry.get("folds", [])

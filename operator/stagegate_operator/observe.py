@@ -106,6 +106,28 @@ def job_finished(job: Mapping[str, Any]) -> bool:
     return conditions.get("Complete") == "True" or conditions.get("Failed") == "True"
 
 
+def _known(memory: Memory, job: Mapping[str, Any]) -> bool:
+    """Whether the status already holds this step's result."""
+    labels = job["metadata"].get("labels", {})
+    step, stage = labels.get(LABEL_STEP), labels.get(LABEL_STAGE, "")
+    if step == "prepare":
+        return memory.prepared is not None
+    if step == "fold":
+        return int(labels.get(LABEL_FOLD, 0)) in memory.folds.get(stage, {})
+    if step == "summary":
+        return stage in memory.summaries
+    if step == "final":
+        return memory.final is not None
+    return True
+
+
+def needs_pods(memory: Memory, job: Mapping[str, Any]) -> bool:
+    status = job.get("status") or {}
+    if _known(memory, job):
+        return False
+    return _conditions(job).get("Complete") == "True" or bool(status.get("failed"))
+
+
 def harvest(
     memory: Memory, jobs: Iterable[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
 ) -> list[tuple[str, dict[str, Any]]]:
@@ -116,13 +138,7 @@ def harvest(
             continue
         labels = job["metadata"].get("labels", {})
         step, stage = labels.get(LABEL_STEP), labels.get(LABEL_STAGE, "")
-        if step == "prepare" and memory.prepared is not None:
-            continue
-        if step == "fold" and int(labels.get(LABEL_FOLD, 0)) in memory.folds.get(stage, {}):
-            continue
-        if step == "summary" and stage in memory.summaries:
-            continue
-        if step == "final" and memory.final is not None:
+        if _known(memory, job):
             continue
         result = result_of(job["metadata"]["name"], pods)
         if result is None:

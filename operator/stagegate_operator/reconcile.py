@@ -36,6 +36,7 @@ from stagegate_trainer.stagemachine import (
 from stagegate_trainer.status import Clock, build_status
 
 from . import children
+from .defaults import TrainerDefaults
 from .kubeapi import ApiError, KubeApi
 from .metrics import OperatorMetrics
 from .observe import (
@@ -43,6 +44,7 @@ from .observe import (
     Memory,
     harvest,
     job_finished,
+    needs_pods,
     observe,
     recall,
 )
@@ -86,8 +88,10 @@ class Reconciler:
         *,
         clock: Callable[[], float] = time.time,
         trainer_command: tuple[str, ...] = ("stagegate",),
+        defaults: TrainerDefaults | None = None,
     ) -> None:
         self.trainer_command = trainer_command
+        self.defaults = defaults or TrainerDefaults()
         self.api = api
         self.metrics = metrics
         self.clock = clock
@@ -154,7 +158,7 @@ class Reconciler:
         except ValidationError as exc:
             await self._fail_invalid(body, format_validation_error(exc, "spec"))
             return
-        spec = await self._effective_spec(body, spec, status)
+        spec = self.defaults.apply(await self._effective_spec(body, spec, status))
 
         uid = meta["uid"]
         if not status.get("specFingerprint"):
@@ -166,11 +170,13 @@ class Reconciler:
         selector = f"{children.LABEL_TJ}={name}"
         jobs_list = await self.api.list("batch/v1", namespace, "jobs", selector)
         jobs = {j["metadata"]["name"]: j for j in jobs_list}
+        memory = recall(status)
+        # Pods are read only for what only they tell: a result not harvested yet, or why a
+        # step failed.
         pods: list[dict[str, Any]] = []
-        if any(job_finished(j) or (j.get("status") or {}).get("failed") for j in jobs_list):
+        if any(needs_pods(memory, j) for j in jobs_list):
             pods = await self.api.list("v1", namespace, "pods", selector)
 
-        memory = recall(status)
         new_results = harvest(memory, jobs_list, pods)
         annotations = meta.get("annotations") or {}
         observation = observe(memory, jobs, pods, _names(name), annotations, spec.max_retries)
@@ -182,7 +188,7 @@ class Reconciler:
 
         new_status = self._status(body, spec, status, memory, decision, observation, jobs,
                                   approval, now)  # fmt: skip
-        await self._publish(body, status, new_status, new_results, now)
+        await self._publish(body, status, new_status, new_results, jobs, now)
         self._record(namespace, name, body, new_status, now)
 
     # ------------------------------------------------------------------ pieces
@@ -272,19 +278,17 @@ class Reconciler:
                     await self.api.delete("batch/v1", namespace, "jobs", job_name,
                                           propagation="Background")  # fmt: skip
             return
+        owner = children.Owner(
+            name, namespace, uid, spec, self.trainer_command, self.defaults.service_account
+        )
         if isinstance(action, Prepare):
-            job = children.prepare_job(name, namespace, uid, spec, self.trainer_command)
+            job = children.prepare_job(owner)
         elif isinstance(action, StartFold):
-            job = children.fold_job(
-                name, namespace, uid, spec, action.stage, action.fold, self.trainer_command
-            )
+            job = children.fold_job(owner, action.stage, action.fold)
         elif isinstance(action, Summarise):
-            job = children.summary_job(
-                name, namespace, uid, spec, action.stage, self.trainer_command
-            )
+            job = children.summary_job(owner, action.stage)
         elif isinstance(action, StartFinal):
-            by = (approval or {}).get("by", "gates")
-            job = children.final_job(name, namespace, uid, spec, by, self.trainer_command)
+            job = children.final_job(owner, (approval or {}).get("by", "gates"))
         else:  # pragma: no cover - the machine has no other actions
             raise TypeError(action)
         job_name = job["metadata"]["name"]
@@ -400,6 +404,7 @@ class Reconciler:
         old: Mapping[str, Any],
         new: dict[str, Any],
         results: list[tuple[str, dict[str, Any]]],
+        jobs: Mapping[str, Mapping[str, Any]],
         now: float,
     ) -> None:
         meta = body["metadata"]
@@ -414,6 +419,12 @@ class Reconciler:
         for step, result in results:
             if step == "fold":
                 self.metrics.folds.labels(result["stage"], "succeeded").inc()
+                job = jobs.get(
+                    children.fold_job_name(meta["name"], result["stage"], int(result["fold"]))
+                )
+                seconds = _duration(job) if job else None
+                if seconds is not None:
+                    self.metrics.fold_duration.labels(result["stage"]).observe(seconds)
                 m = result["model"]
                 await self.event(
                     body, "Normal", "FoldSucceeded",
@@ -477,14 +488,19 @@ class Reconciler:
             log.warning("event %s for %s not posted: %s", reason, meta["name"], exc)
 
 
+def _duration(job: Mapping[str, Any]) -> float | None:
+    status = job.get("status") or {}
+    start, end = parse_iso(status.get("startTime")), parse_iso(status.get("completionTime"))
+    return end - start if start is not None and end is not None else None
+
+
 def _fold_seconds(jobs: Mapping[str, Mapping[str, Any]]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for job in jobs.values():
         labels = job["metadata"].get("labels", {})
-        status = job.get("status") or {}
-        start, end = parse_iso(status.get("startTime")), parse_iso(status.get("completionTime"))
-        if labels.get(children.LABEL_STEP) == "fold" and start and end:
-            out.setdefault(labels[children.LABEL_STAGE], []).append(end - start)
+        seconds = _duration(job)
+        if labels.get(children.LABEL_STEP) == "fold" and seconds is not None:
+            out.setdefault(labels[children.LABEL_STAGE], []).append(seconds)
     return out
 
 

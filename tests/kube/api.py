@@ -462,11 +462,7 @@ class Api:
         return self._present(rt, version, final), True
 
     def has_dependents(self, uid: str) -> bool:
-        for rt in self.types.values():
-            for o in self.store.list(rt.key):
-                if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or []):
-                    return True
-        return False
+        return self.store.has_dependents(uid)  # the store indexes ownerReferences by owner uid
 
     # --- helpers for controllers ---------------------------------------------------------
 

@@ -5,12 +5,19 @@ under restartPolicy OnFailure), activeDeadlineSeconds, suspend, ttlSecondsAfterF
 Complete/Failed conditions (with SuccessCriteriaMet/FailureTarget, as 1.31+ servers add them).
 The delay before a failed pod is replaced is `backoff_seconds * 2**(failures-1)`, capped at
 6 minutes; real clusters use 10 s, tests use a fraction of a second.
+
+Scale: the controller reconciles only the Jobs that changed (a Job event, or an event of a Pod
+it controls) plus those whose timer is due: activeDeadlineSeconds, ttlSecondsAfterFinished, the
+replacement backoff, and a retry `interval` after a write that failed. Pods are found through the
+store's owner-uid index, so one reconcile costs O(its own pods), not O(all pods).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import traceback
 from typing import Any
 
 from . import events
@@ -32,6 +39,10 @@ class JobController:
         self.interval = interval
         self._dirty: set[tuple[str, str]] = set()
         self._wake = asyncio.Event()
+        # Time-driven re-checks: a heap of (when, (namespace, name)) plus the earliest pending
+        # time per job (later duplicates are dropped; each reconcile schedules what it needs).
+        self._heap: list[tuple[float, tuple[str, str]]] = []
+        self._timers: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task[None] | None = None
         # Terminal pods already counted, per job uid: pods may be deleted after finishing.
         self._counted: dict[str, dict[str, str]] = {}
@@ -39,6 +50,8 @@ class JobController:
 
     def start(self) -> None:
         self.api.store.listeners.append(self._on_event)
+        for job in self.api.store.list(JOBS):  # every existing job once, then only changes
+            self._dirty.add((job["metadata"]["namespace"], job["metadata"]["name"]))
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -54,21 +67,48 @@ class JobController:
         if event.key == JOBS:
             self._dirty.add((meta["namespace"], meta["name"]))
             self._wake.set()
+            if event.type == "DELETED":
+                self._counted.pop(meta["uid"], None)
+                self._last_failure.pop(meta["uid"], None)
         elif event.key == PODS:
-            for ref in meta.get("ownerReferences") or []:
-                if ref.get("kind") == "Job" and ref.get("controller"):
-                    self._dirty.add((meta["namespace"], ref["name"]))
-                    self._wake.set()
+            # The pod's controlling Job, before and after (an orphaned pod leaves its Job).
+            for obj in (event.obj, event.old):
+                if obj is None:
+                    continue
+                for ref in obj["metadata"].get("ownerReferences") or []:
+                    if ref.get("kind") == "Job" and ref.get("controller"):
+                        self._dirty.add((meta["namespace"], ref["name"]))
+                        self._wake.set()
+
+    def _schedule(self, ident: tuple[str, str], when: float) -> None:
+        """Reconcile `ident` again at `when` (epoch seconds), unless one is due earlier."""
+        pending = self._timers.get(ident)
+        if pending is not None and pending <= when:
+            return
+        self._timers[ident] = when
+        heapq.heappush(self._heap, (when, ident))
+        self._wake.set()  # the loop may be sleeping towards a later timer
+
+    def _retry(self, job: Obj) -> None:
+        """What the old every-`interval` pass did for a reconcile that could not write."""
+        meta = job["metadata"]
+        self._schedule((meta["namespace"], meta["name"]), now().timestamp() + self.interval)
 
     async def _loop(self) -> None:
         while True:
+            timeout = self.interval
+            if self._heap:
+                timeout = min(timeout, max(0.0, self._heap[0][0] - now().timestamp()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
             dirty, self._dirty = self._dirty, set()
-            # Every job on each tick: deadlines, TTLs and backoffs are time-driven.
-            for job in self.api.store.list(JOBS):
-                dirty.add((job["metadata"]["namespace"], job["metadata"]["name"]))
+            stamp = now().timestamp()
+            while self._heap and self._heap[0][0] <= stamp:
+                when, ident = heapq.heappop(self._heap)
+                if self._timers.get(ident) == when:
+                    del self._timers[ident]
+                dirty.add(ident)
             for ns, name in sorted(dirty):
                 current = self.api.store.get(JOBS, ns, name)
                 if current is None:
@@ -76,20 +116,19 @@ class JobController:
                 try:
                     self.reconcile(current)
                 except ApiError:
-                    continue
+                    self._retry(current)
                 except Exception:
-                    import traceback
-
                     traceback.print_exc()
+                    self._retry(current)
 
     # --- reconcile -----------------------------------------------------------------------
 
     def _pods(self, job: Obj) -> list[Obj]:
-        uid = job["metadata"]["uid"]
+        uid, namespace = job["metadata"]["uid"], job["metadata"]["namespace"]
         reqs = selector_from_label_selector(job["spec"].get("selector"))
         return [
-            p for p in self.api.store.list(PODS, job["metadata"]["namespace"])
-            if labels_match(reqs, p) and any(
+            p for _, p in self.api.store.dependents(uid, PODS)
+            if p["metadata"].get("namespace") == namespace and labels_match(reqs, p) and any(
                 r.get("uid") == uid and r.get("controller")
                 for r in p["metadata"].get("ownerReferences") or [])
         ]
@@ -134,7 +173,7 @@ class JobController:
 
         if finished:
             for p in active:
-                self._delete_pod(p)
+                self._delete_pod(job, p)
             active = []
             write()
             self._maybe_ttl(job, conditions)
@@ -142,7 +181,7 @@ class JobController:
 
         if spec.get("suspend"):
             for p in active:
-                self._delete_pod(p)
+                self._delete_pod(job, p)
             active = []
             if not _true(conditions, "Suspended"):
                 _set_condition(conditions, "Suspended", "True", "JobSuspended", "Job suspended")
@@ -182,24 +221,36 @@ class JobController:
             else:
                 want = min(parallelism, completions - succeeded)
             missing = want - len(active) - len(terminating)
-            if missing > 0 and self._backoff_over(uid, failed + restarts):
-                for _ in range(missing):
-                    pod = self._create_pod(job)
-                    if pod is not None:
-                        active.append(pod)
+            ident = (meta["namespace"], meta["name"])
+            if missing > 0:
+                over = self._backoff_over(uid, failed + restarts)
+                if over is True:
+                    for _ in range(missing):
+                        pod = self._create_pod(job)
+                        if pod is not None:
+                            active.append(pod)
+                        else:
+                            self._retry(job)
+                else:
+                    self._schedule(ident, over)
+            if deadline is not None:
+                self._schedule(ident, parse_time(status["startTime"]).timestamp() + deadline)
         status["conditions"] = conditions
         write()
 
-    def _backoff_over(self, uid: str, failures: int) -> bool:
+    def _backoff_over(self, uid: str, failures: int) -> bool | float:
+        """True when a failed pod may be replaced now, else the time when it may."""
         if not failures or uid not in self._last_failure:
             return True
         delay = min(self.backoff_seconds * 2 ** (failures - 1), 360.0)
-        return now().timestamp() - self._last_failure[uid] >= delay
+        if now().timestamp() - self._last_failure[uid] >= delay:
+            return True
+        return self._last_failure[uid] + delay
 
     def _finish(self, job: Obj, status: Obj, conditions: list[Obj], active: list[Obj], ok: bool,
                 reason: str, message: str) -> None:
         for p in active:
-            self._delete_pod(p)
+            self._delete_pod(job, p)
         if ok:
             _set_condition(conditions, "SuccessCriteriaMet", "True", reason, message)
             _set_condition(conditions, "Complete", "True", reason, message)
@@ -220,14 +271,23 @@ class JobController:
                           if c["type"] in ("Complete", "Failed") and c["status"] == "True")
         if (now() - finished_at).total_seconds() >= ttl:
             rt = self.api.type(JOBS)
-            with contextlib.suppress(ApiError):
+            try:
                 self.api.delete(rt, "v1", job["metadata"]["namespace"], job["metadata"]["name"],
                                 {"propagationPolicy": "Foreground"})
+            except ApiError as exc:
+                if exc.code != 404:
+                    self._retry(job)
+        else:
+            meta = job["metadata"]
+            self._schedule((meta["namespace"], meta["name"]), finished_at.timestamp() + ttl)
 
-    def _delete_pod(self, pod: Obj) -> None:
-        with contextlib.suppress(ApiError):
+    def _delete_pod(self, job: Obj, pod: Obj) -> None:
+        try:
             self.api.delete(self.api.type(PODS), "v1", pod["metadata"]["namespace"],
                             pod["metadata"]["name"], {"propagationPolicy": "Background"})
+        except ApiError as exc:
+            if exc.code != 404:
+                self._retry(job)
 
     def _create_pod(self, job: Obj) -> Obj | None:
         meta = job["metadata"]

@@ -8,6 +8,7 @@ watch event that carries the resourceVersion of its own patch.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import builtins
 import collections
 from collections.abc import Callable
@@ -77,6 +78,13 @@ class Store:
         self.watchers: set[Watcher] = set()
         self.listeners: list[Callable[[Event], None]] = []
         self.by_uid: dict[str, tuple[TypeKey, str, str]] = {}
+        # Indexes kept up to date by put/remove, so that controllers and list requests need
+        # not scan (and sort) a whole type on every call:
+        # - the (namespace, name) keys of each type in list order;
+        # - owner uid -> the objects whose ownerReferences name it (any kind, controller or not).
+        self._order: dict[TypeKey, builtins.list[tuple[str, str]]] = \
+            collections.defaultdict(builtins.list)
+        self.owned: dict[str, set[tuple[TypeKey, str, str]]] = {}
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -84,11 +92,32 @@ class Store:
         return self.objects[key].get((namespace, name))
 
     def list(self, key: TypeKey, namespace: str | None = None) -> list[Obj]:
-        items = [
-            o for (ns, _), o in self.objects[key].items() if namespace is None or ns == namespace
-        ]
-        items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
-        return items
+        """The type's objects (of one namespace) sorted by (namespace, name)."""
+        objects = self.objects[key]
+        order = self._order[key]
+        if namespace is None:
+            return [objects[ident] for ident in order]
+        lo = bisect.bisect_left(order, namespace, key=_namespace_of)
+        hi = bisect.bisect_right(order, namespace, lo=lo, key=_namespace_of)
+        return [objects[ident] for ident in order[lo:hi]]
+
+    def count(self, key: TypeKey) -> int:
+        return len(self.objects[key])
+
+    def dependents(self, owner_uid: str, key: TypeKey | None = None
+                   ) -> builtins.list[tuple[TypeKey, Obj]]:
+        """Objects (of one type) whose ownerReferences name `owner_uid`, in list order."""
+        found = []
+        for k, ns, name in sorted(self.owned.get(owner_uid, ())):
+            if key is not None and k != key:
+                continue
+            obj = self.objects[k].get((ns, name))
+            if obj is not None:
+                found.append((k, obj))
+        return found
+
+    def has_dependents(self, owner_uid: str) -> bool:
+        return bool(self.owned.get(owner_uid))
 
     def find_uid(self, uid: str) -> tuple[TypeKey, Obj] | None:
         where = self.by_uid.get(uid)
@@ -112,7 +141,10 @@ class Store:
         meta["resourceVersion"] = self._bump()
         stored = deep(obj)
         self.objects[key][ident] = stored
+        if old is None:
+            bisect.insort(self._order[key], ident)
         self.by_uid[meta["uid"]] = (key, ident[0], ident[1])
+        self._index_owners(key, ident, old, stored)
         self._emit(Event(self.rv, "MODIFIED" if old else "ADDED", key, stored, old))
         return deep(stored)
 
@@ -122,7 +154,12 @@ class Store:
         old = self.objects[key].pop((namespace, name), None)
         if old is None:
             return None
+        order = self._order[key]
+        at = bisect.bisect_left(order, (namespace, name))
+        if at < len(order) and order[at] == (namespace, name):
+            del order[at]
         self.by_uid.pop(old["metadata"]["uid"], None)
+        self._index_owners(key, (namespace, name), old, None)
         final = deep(final if final is not None else old)
         final["metadata"]["resourceVersion"] = self._bump()
         self._emit(Event(self.rv, "DELETED", key, final, old))
@@ -132,6 +169,23 @@ class Store:
         for obj in self.list(key):
             self.remove(key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         self.objects.pop(key, None)
+        self._order.pop(key, None)
+
+    def _index_owners(self, key: TypeKey, ident: tuple[str, str], old: Obj | None,
+                      new: Obj | None) -> None:
+        before = _owner_uids(old)
+        after = _owner_uids(new)
+        if before == after:
+            return
+        entry = (key, ident[0], ident[1])
+        for uid in before - after:
+            deps = self.owned.get(uid)
+            if deps is not None:
+                deps.discard(entry)
+                if not deps:
+                    del self.owned[uid]
+        for uid in after - before:
+            self.owned.setdefault(uid, set()).add(entry)
 
     def _emit(self, event: Event) -> None:
         self.history.append(event)
@@ -163,3 +217,13 @@ class Store:
     def close_watchers(self) -> None:
         for w in list(self.watchers):
             w.queue.put_nowait(None)
+
+
+def _namespace_of(ident: tuple[str, str]) -> str:
+    return ident[0]
+
+
+def _owner_uids(obj: Obj | None) -> set[str]:
+    if obj is None:
+        return set()
+    return {r["uid"] for r in obj["metadata"].get("ownerReferences") or [] if r.get("uid")}

@@ -228,7 +228,11 @@ class TrainingJobSpec(_Model):
     parallelism: int = Field(4, ge=1, le=256, description="Fold Jobs running at once.")
     max_retries: int = Field(2, ge=0, le=20, description="Retries of a failed fold.")
     resources: StageResources = Field(default_factory=StageResources)
-    image: str = Field("ghcr.io/stagegate/trainer:0.1.0", min_length=1)
+    image: str | None = Field(
+        None,
+        min_length=1,
+        description="Trainer image; default: the operator's (Helm trainer.image).",
+    )
     queue_name: str | None = Field(None, description="Kueue LocalQueue for the Jobs.")
     suspend: bool = False
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
