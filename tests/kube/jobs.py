@@ -87,7 +87,8 @@ class JobController:
             return
         self._timers[ident] = when
         heapq.heappush(self._heap, (when, ident))
-        self._wake.set()  # the loop may be sleeping towards a later timer
+        if self._heap[0] == (when, ident):
+            self._wake.set()  # the loop may be sleeping towards a later timer
 
     def _retry(self, job: Obj) -> None:
         """What the old every-`interval` pass did for a reconcile that could not write."""
