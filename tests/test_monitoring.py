@@ -23,11 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
-from tests.support.operator import TJ_PATH, Cluster, poll
+from tests.support.operator import TJ_PATH, Cluster, kill_training_fold, poll
 from tests.support.prometheus import Prometheus
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -89,20 +88,7 @@ def signal(expr: str) -> str:
 
 def kill_one_fold() -> None:
     """Kill one fold's trainer process while it trains (as test_operator_e2e does)."""
-
-    def training() -> psutil.Process | None:
-        for p in psutil.process_iter(["cmdline", "create_time"]):
-            cmdline = p.info["cmdline"] or []
-            if "--fold" in cmdline and time.time() - p.info["create_time"] > 1:
-                try:
-                    if p.cpu_percent(0.05) > 10:
-                        return p
-                except psutil.NoSuchProcess:
-                    continue
-        return None
-
-    victim = poll(training, timeout=120, interval=0.05)
-    victim.kill()
+    kill_training_fold("btc-quick-fold-")
 
 
 def test_every_dashboard_query_and_alert_returns_data(

@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.support.operator import TJ_PATH, Cluster, poll
+from tests.support.operator import TJ_PATH, Cluster, kill_training_fold, poll
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
@@ -210,17 +210,7 @@ def test_a_killed_fold_pod_is_retried(cluster: Cluster) -> None:
         )
     )
 
-    def training() -> list[psutil.Process]:
-        return [
-            p
-            for p in psutil.process_iter(["cmdline"])
-            if "retry" not in str(p.info["cmdline"])
-            and "--fold" in (p.info["cmdline"] or [])
-            and p.cpu_percent(0.1) > 10
-        ]
-
-    victims = poll(training, timeout=90)
-    victims[0].kill()
+    kill_training_fold("retry-quick-fold-", timeout=90)
     status = cluster.wait_phase("retry", "Succeeded", "Failed")["status"]
     assert status["phase"] == "Succeeded", status["message"]
     jobs = [

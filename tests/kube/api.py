@@ -21,7 +21,6 @@ from .errors import ApiError, FieldError, Warnings
 from .resources import ResourceType, builtin_types, crd_to_type
 from .selectors import (
     fields_match,
-    labels_match,
     parse_field_selector,
     parse_label_selector,
 )
@@ -126,8 +125,8 @@ class Api:
         labels = parse_label_selector(label_selector)
         fields = parse_field_selector(field_selector, rt.plural)
         items = [
-            o for o in self.store.list(rt.key, namespace if rt.namespaced else None)
-            if labels_match(labels, o) and fields_match(fields, o)
+            o for o in self.store.select(rt.key, namespace if rt.namespaced else None, labels)
+            if fields_match(fields, o)
         ]
         list_rv = str(self.store.rv)
         if continue_token:

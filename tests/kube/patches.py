@@ -8,10 +8,10 @@ directives apply. The merge keys below are those of the k8s.io/api Go struct tag
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from .errors import ApiError
+from .util import deep
 
 
 class PatchError(ApiError):
@@ -23,14 +23,24 @@ class PatchError(ApiError):
 
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return deep(patch)
+    result = deep(target) if isinstance(target, dict) else {}
+    _merge_into(result, patch)
+    return result
+
+
+def _merge_into(result: dict[str, Any], patch: dict[str, Any]) -> None:
+    """merge_patch on a target that is already a private copy: no copy per nesting level."""
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
+        elif isinstance(value, dict):
+            current = result.get(key)
+            if not isinstance(current, dict):
+                current = result[key] = {}
+            _merge_into(current, value)
         else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
+            result[key] = deep(value)
 
 
 # --- JSON patch -------------------------------------------------------------------------------
@@ -106,29 +116,29 @@ def _add(doc: Any, path: str, value: Any) -> Any:
 def json_patch(doc: Any, ops: Any) -> Any:
     if not isinstance(ops, list):
         raise PatchError("json patch must be a list of operations", 400, "BadRequest")
-    doc = copy.deepcopy(doc)
+    doc = deep(doc)
     for op in ops:
         if not isinstance(op, dict) or "op" not in op:
             raise PatchError("invalid JSON patch operation", 400, "BadRequest")
         kind, path = op["op"], op.get("path", "")
         if kind == "add":
-            doc = _add(doc, path, copy.deepcopy(op.get("value")))
+            doc = _add(doc, path, deep(op.get("value")))
         elif kind == "remove":
             _remove(doc, path)
         elif kind == "replace":
             tokens = _pointer(path)
             if not tokens:
-                doc = copy.deepcopy(op.get("value"))
+                doc = deep(op.get("value"))
                 continue
             _get(doc, path)  # must exist
             parent = _parent(doc, tokens, path)
             key: Any = int(tokens[-1]) if isinstance(parent, list) else tokens[-1]
-            parent[key] = copy.deepcopy(op.get("value"))
+            parent[key] = deep(op.get("value"))
         elif kind == "move":
             value = _remove(doc, op["from"])
             doc = _add(doc, path, value)
         elif kind == "copy":
-            doc = _add(doc, path, copy.deepcopy(_get(doc, op["from"])))
+            doc = _add(doc, path, deep(_get(doc, op["from"])))
         elif kind == "test":
             try:
                 got = _get(doc, path)
@@ -181,12 +191,12 @@ _MERGE_PRIMITIVE: set[tuple[str, ...]] = {("metadata", "finalizers"),
 
 def strategic_merge(target: Any, patch: Any, path: tuple[str, ...] = ()) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return deep(patch)
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+        return {k: deep(v) for k, v in patch.items() if k != "$patch"}
     if patch.get("$patch") == "delete":
         return None
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+    result = deep(target) if isinstance(target, dict) else {}
     retain = patch.get("$retainKeys")
     for key, value in patch.items():
         if key in ("$patch", "$retainKeys") or key.startswith("$setElementOrder/"):
@@ -208,7 +218,7 @@ def strategic_merge(target: Any, patch: Any, path: tuple[str, ...] = ()) -> Any:
             else:
                 result[key] = merged
         else:
-            result[key] = copy.deepcopy(value)
+            result[key] = deep(value)
     if isinstance(retain, list):
         for key in list(result):
             if key not in retain:
@@ -223,10 +233,10 @@ def _merge_list(current: Any, patch: list[Any], path: tuple[str, ...]) -> list[A
         out += [v for v in patch if v not in out]
         return out
     if merge_key is None:
-        return copy.deepcopy([v for v in patch if not (isinstance(v, dict) and "$patch" in v)])
-    out = copy.deepcopy(current) if isinstance(current, list) else []
+        return deep([v for v in patch if not (isinstance(v, dict) and "$patch" in v)])
+    out = deep(current) if isinstance(current, list) else []
     if any(isinstance(v, dict) and v.get("$patch") == "replace" for v in patch):
-        return [copy.deepcopy(v) for v in patch if not (isinstance(v, dict) and "$patch" in v)]
+        return [deep(v) for v in patch if not (isinstance(v, dict) and "$patch" in v)]
     for item in patch:
         if not isinstance(item, dict):
             continue

@@ -85,6 +85,9 @@ class Store:
         self._order: dict[TypeKey, builtins.list[tuple[str, str]]] = \
             collections.defaultdict(builtins.list)
         self.owned: dict[str, set[tuple[TypeKey, str, str]]] = {}
+        # - (label key, value) -> the (namespace, name) keys of each type carrying that label.
+        self._labels: dict[TypeKey, dict[tuple[str, str], set[tuple[str, str]]]] = \
+            collections.defaultdict(dict)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -100,6 +103,27 @@ class Store:
         lo = bisect.bisect_left(order, namespace, key=_namespace_of)
         hi = bisect.bisect_right(order, namespace, lo=lo, key=_namespace_of)
         return [objects[ident] for ident in order[lo:hi]]
+
+    def select(self, key: TypeKey, namespace: str | None, labels: builtins.list[Requirement]
+               ) -> builtins.list[Obj]:
+        """list() filtered by a label selector, using the label index for `=` and `in`."""
+        index = self._labels[key]
+        best: set[tuple[str, str]] | None = None
+        for req in labels:
+            if req.op not in ("=", "in"):
+                continue
+            found: set[tuple[str, str]] = set()
+            for value in req.values:
+                found |= index.get((req.key, value), set())
+            if best is None or len(found) < len(best):
+                best = found
+        if best is None:
+            items = self.list(key, namespace)
+        else:
+            objects = self.objects[key]
+            items = [objects[ident] for ident in sorted(best)
+                     if namespace is None or ident[0] == namespace]
+        return [o for o in items if labels_match(labels, o)] if labels else items
 
     def count(self, key: TypeKey) -> int:
         return len(self.objects[key])
@@ -145,6 +169,7 @@ class Store:
             bisect.insort(self._order[key], ident)
         self.by_uid[meta["uid"]] = (key, ident[0], ident[1])
         self._index_owners(key, ident, old, stored)
+        self._index_labels(key, ident, old, stored)
         self._emit(Event(self.rv, "MODIFIED" if old else "ADDED", key, stored, old))
         return deep(stored)
 
@@ -160,6 +185,7 @@ class Store:
             del order[at]
         self.by_uid.pop(old["metadata"]["uid"], None)
         self._index_owners(key, (namespace, name), old, None)
+        self._index_labels(key, (namespace, name), old, None)
         final = deep(final if final is not None else old)
         final["metadata"]["resourceVersion"] = self._bump()
         self._emit(Event(self.rv, "DELETED", key, final, old))
@@ -170,6 +196,23 @@ class Store:
             self.remove(key, obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
         self.objects.pop(key, None)
         self._order.pop(key, None)
+        self._labels.pop(key, None)
+
+    def _index_labels(self, key: TypeKey, ident: tuple[str, str], old: Obj | None,
+                      new: Obj | None) -> None:
+        before = _label_pairs(old)
+        after = _label_pairs(new)
+        if before == after:
+            return
+        index = self._labels[key]
+        for pair in before - after:
+            idents = index.get(pair)
+            if idents is not None:
+                idents.discard(ident)
+                if not idents:
+                    del index[pair]
+        for pair in after - before:
+            index.setdefault(pair, set()).add(ident)
 
     def _index_owners(self, key: TypeKey, ident: tuple[str, str], old: Obj | None,
                       new: Obj | None) -> None:
@@ -227,3 +270,12 @@ def _owner_uids(obj: Obj | None) -> set[str]:
     if obj is None:
         return set()
     return {r["uid"] for r in obj["metadata"].get("ownerReferences") or [] if r.get("uid")}
+
+
+def _label_pairs(obj: Obj | None) -> set[tuple[str, str]]:
+    if obj is None:
+        return set()
+    labels = obj["metadata"].get("labels")
+    if not isinstance(labels, dict):
+        return set()
+    return {(k, v) for k, v in labels.items() if isinstance(v, str)}

@@ -60,8 +60,22 @@ def age(timestamp: str | None) -> str:
     return human_duration((now() - parse_time(timestamp)).total_seconds())
 
 
+_ATOMS = (str, int, float, bool, type(None))
+
+
 def deep(obj: Any) -> Any:
-    """Deep copy through JSON types only: cheaper than copy.deepcopy for API objects."""
+    """Deep copy through JSON types only: cheaper than copy.deepcopy for API objects.
+
+    dicts and lists are copied recursively, JSON scalars shared (they are immutable); anything
+    else (never expected in an API object) falls back to copy.deepcopy.
+    """
+    cls = type(obj)
+    if cls is dict:
+        return {k: v if type(v) in _ATOMS else deep(v) for k, v in obj.items()}
+    if cls is list:
+        return [v if type(v) in _ATOMS else deep(v) for v in obj]
+    if cls in _ATOMS:
+        return obj
     return copy.deepcopy(obj)
 
 

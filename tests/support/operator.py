@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psutil
 import pytest
 import yaml
 
@@ -206,3 +207,26 @@ def poll(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {predicate}")
+
+
+def kill_training_fold(pod_prefix: str, timeout: float = 120) -> psutil.Process:
+    """SIGKILL the trainer process of a fold pod whose name starts with `pod_prefix`, while it
+    trains. The emulator's kubelet sets HOSTNAME to the pod's name, which tells its process
+    apart from every other test's."""
+
+    def training() -> psutil.Process | None:
+        for p in psutil.process_iter(["cmdline", "create_time"]):
+            if "--fold" not in (p.info["cmdline"] or []):
+                continue
+            try:
+                if not p.environ().get("HOSTNAME", "").startswith(pod_prefix):
+                    continue
+                if time.time() - p.info["create_time"] > 1 and p.cpu_percent(0.05) > 10:
+                    return p
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return None
+
+    victim: psutil.Process = poll(training, timeout=timeout, interval=0.05)
+    victim.kill()
+    return victim
