@@ -146,12 +146,19 @@ def test_delete_mid_run_leaves_nothing(cluster: Cluster) -> None:
     cms = cluster.kube.get("/api/v1/namespaces/default/configmaps")["items"]
     assert not [c for c in cms if c["metadata"]["name"] == "gone-spec"]
     time.sleep(1)
-    leftovers = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "--stage" in (p.info["cmdline"] or []) and "fold" in (p.info["cmdline"] or [])
-    ]
-    assert not leftovers, [p.info["cmdline"] for p in leftovers]
+    assert not pod_processes("gone-")
+
+
+def pod_processes(prefix: str) -> list[psutil.Process]:
+    """Live processes of pods whose names start with `prefix` (the kubelet sets HOSTNAME)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("HOSTNAME", "").startswith(prefix) and p.status() != "zombie":
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
 
 
 def test_suspend_and_resume(cluster: Cluster) -> None:

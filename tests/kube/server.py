@@ -343,9 +343,17 @@ class Server:
                 await resp.write(bookmark(snapshot_rv, initial_end=True))
             deadline = time.monotonic() + timeout
             last_sent = time.monotonic()
+            # The resourceVersion this watcher has been served up to (its queue gets every
+            # event unfiltered): what a bookmark may carry even while events are still queued.
+            served_rv = snapshot_rv
             while not self.stopping.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    if bookmarks:
+                        # kube-apiserver's watch cache sends one just before the timeout, so a
+                        # client resumes from a recent resourceVersion and not from its last
+                        # matching event, which busy types can have compacted away (410).
+                        await resp.write(bookmark(served_rv))
                     break
                 wait = min(left, max(0.05, self.settings.bookmark_interval -
                                      (time.monotonic() - last_sent)))
@@ -359,6 +367,7 @@ class Server:
                     continue
                 if incoming is None:
                     break
+                served_rv = max(served_rv, incoming.rv)
                 translated = watcher.translate(incoming)
                 if translated:
                     await resp.write(encode(*translated))
