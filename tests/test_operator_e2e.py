@@ -72,10 +72,10 @@ def test_sequential_manual_approval(cluster: Cluster) -> None:
     card = cluster.read_json(prefix + "model/model_card.json")
     assert card["approvedBy"] == "annotation (alice)"
     seen = reasons(cluster, "btc")
-    for reason in ("Quick", "AwaitingApproval", "Full", "Approval", "Succeeded", "FoldSucceeded"):
+    for reason in ("Quick", "AwaitingApproval", "Full", "Approval", "Succeeded", "StageSummarised"):
         assert reason in seen, (reason, seen)
     described = cluster.kube.kubectl("describe", "tj", "btc").stdout
-    assert "AwaitingApproval" in described and "FoldSucceeded" in described
+    assert "AwaitingApproval" in described and "StageSummarised" in described
     logs = cluster.kube.kubectl(
         "logs", "-l", "stagegate.io/stage=quick,stagegate.io/step=fold", "--tail=-1"
     ).stdout

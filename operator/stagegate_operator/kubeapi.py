@@ -87,8 +87,10 @@ class KubeApi:
             self._session = aiohttp.ClientSession(
                 base_url=self.connection.server,
                 headers=headers,
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=20),
-                timeout=aiohttp.ClientTimeout(total=30),
+                # Many TrainingJobs reconcile at once; a small pool made them queue for
+                # connections (and time out) rather than for the API server.
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=100),
+                timeout=aiohttp.ClientTimeout(total=60),
             )
         return self._session
 
