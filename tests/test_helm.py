@@ -3,8 +3,13 @@ and apply the rendered manifests with real kubectl to the Kubernetes emulator.""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +18,7 @@ import yaml
 from stagegate_operator.main import parse_args
 
 from tests.support.kube import KubeApi, KubeBinaries
+from tests.support.runs import small_spec
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "stagegate"
@@ -227,39 +233,219 @@ def _served(kube: KubeApi) -> set[tuple[str, str]]:
     return kinds
 
 
-# Kinds the emulator does not serve (yet): rendered and checked above, not applied.
-NOT_EMULATED = {
-    ("apps/v1", "Deployment"),
-    ("v1", "Service"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
-    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-    ("rbac.authorization.k8s.io/v1", "Role"),
-    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
-}
+def _monitoring_crd(kind: str, plural: str) -> dict[str, Any]:
+    """A minimal stand-in for a Prometheus Operator CRD (the chart ships none of its own)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(),
+                      "listKind": f"{kind}List"},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                }}},
+            }],
+        },
+    }  # fmt: skip
 
 
-def test_rendered_chart_applies_with_kubectl(helm: Path, kube_api: KubeApi) -> None:
-    docs = render(helm, "--include-crds", "-n", "default")
+def _applied(out: str) -> dict[str, str]:
+    """kubectl apply's output lines (`kind.group/name created`) as {kind.group/name: verb}."""
+    lines = [line.rsplit(" ", 1) for line in out.splitlines() if line.strip()]
+    return {ref: verb for ref, verb in lines}
+
+
+def _ref(doc: dict[str, Any]) -> str:
+    group = doc["apiVersion"].rpartition("/")[0]
+    kind = doc["kind"].lower() + (f".{group}" if group else "")
+    return f"{kind}/{doc['metadata']['name']}"
+
+
+def _apply_chart(kube: KubeApi, docs: list[dict[str, Any]]) -> None:
+    """Apply every rendered document with real kubectl (CRDs first, as helm does), then again."""
+    namespaces = {d["metadata"].get("namespace") for d in docs} - {None, "default"}
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(
+        [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+         for ns in sorted(namespaces)]))  # fmt: skip
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    rest = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
+    if crds:
+        kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds))
+        kube.wait_for(lambda: ("stagegate.io/v1alpha1", "TrainingJob") in _served(kube))
+    out = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rest)).stdout
+    # Namespaced kinds in different namespaces share a line name; count by (ref, namespace).
+    assert set(_applied(out)) == {_ref(d) for d in rest}, out
+    assert set(_applied(out).values()) == {"created"}, out
+    again = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs)).stdout
+    assert set(_applied(again).values()) == {"unchanged"}, again  # stable, no generated names
+    assert len(again.splitlines()) == len(docs), again
+
+
+@pytest.mark.parametrize("args", [(), (*NAMESPACED, *ALL_ON)], ids=["default", "namespaced-all-on"])
+def test_rendered_chart_applies_with_kubectl(helm: Path, kube_api: KubeApi,
+                                             args: tuple[str, ...]) -> None:
+    docs = render(helm, "--include-crds", *args)
+    if ALL_ON[1] in args:
+        for kind, plural in (("ServiceMonitor", "servicemonitors"),
+                             ("PrometheusRule", "prometheusrules")):  # fmt: skip
+            kube_api.create_crd(_monitoring_crd(kind, plural))
     served = _served(kube_api)
-    applicable = [d for d in docs if (d["apiVersion"], d["kind"]) in served]
-    skipped = {(d["apiVersion"], d["kind"]) for d in docs} - served
-    assert skipped <= NOT_EMULATED, skipped  # anything else must apply
-    assert {d["kind"] for d in applicable} >= {
-        "CustomResourceDefinition",
-        "ServiceAccount",
-        "ConfigMap",
+    assert {(d["apiVersion"], d["kind"]) for d in docs} - served <= {
+        ("stagegate.io/v1alpha1", "TrainingJob")  # served once the chart's CRD is applied
     }
-    out = kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(applicable))
-    assert (
-        "customresourcedefinition.apiextensions.k8s.io/trainingjobs.stagegate.io created"
-        in out.stdout
+    _apply_chart(kube_api, docs)
+
+    # What the emulator stored is what was rendered (plus server defaults).
+    deploy = only(docs, "Deployment")
+    live = kube_api.get("/apis/apps/v1/namespaces/stagegate/deployments/sg-stagegate")
+    assert live["spec"]["template"]["spec"]["containers"][0]["securityContext"] == \
+        deploy["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert live["spec"]["strategy"] == {"type": "Recreate"}
+    assert live["metadata"]["generation"] == 1
+    service = kube_api.get("/api/v1/namespaces/stagegate/services/sg-stagegate-metrics")
+    assert service["spec"]["clusterIP"].startswith("10.96.")
+    sa = kube_api.get("/api/v1/namespaces/stagegate/serviceaccounts/sg-stagegate")
+    assert sa["automountServiceAccountToken"] is True
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    if args:
+        for ns in ("ml", "research"):
+            role = kube_api.get(f"{rbac}/namespaces/{ns}/roles/sg-stagegate")
+            assert rules_of(role) == WORKLOAD_RULES
+            kube_api.get(f"{rbac}/namespaces/{ns}/rolebindings/stagegate-trainer")
+            trainer = kube_api.get(f"/api/v1/namespaces/{ns}/serviceaccounts/stagegate-trainer")
+            assert trainer["automountServiceAccountToken"] is False
+        assert kube_api.request("GET", f"{rbac}/clusterroles/sg-stagegate")[0] == 404
+        kube_api.get("/apis/monitoring.coreos.com/v1/namespaces/stagegate/servicemonitors/"
+                     "sg-stagegate")
+    else:
+        assert rules_of(kube_api.get(f"{rbac}/clusterroles/sg-stagegate")) == WORKLOAD_RULES
+        crb = kube_api.get(f"{rbac}/clusterrolebindings/sg-stagegate-discovery")
+        assert crb["subjects"][0]["namespace"] == "stagegate"
+    tables = kube_api.kubectl("get", "deploy,svc,sa,role,rolebinding,cm", "-n", "stagegate",
+                              "-o", "wide").stdout
+    for text in ("deployment.apps/sg-stagegate", "0/1", "ghcr.io/stagegate/operator:0.1.0",
+                 "service/sg-stagegate-metrics", "ClusterIP", "8000/TCP",
+                 "serviceaccount/stagegate-trainer" if not args else "serviceaccount/sg-stagegate",
+                 "configmap/sg-stagegate-dashboard"):  # fmt: skip
+        assert text in tables, (text, tables)
+    bindings = kube_api.kubectl("get", "clusterrolebinding", "sg-stagegate-discovery",
+                                "-o", "wide").stdout
+    assert "ClusterRole/sg-stagegate-discovery" in bindings
+    assert "stagegate/sg-stagegate" in bindings, bindings
+
+    # Server-side validation is as strict as kube-apiserver's for what the chart uses.
+    broken = json.loads(json.dumps(deploy))
+    broken["spec"]["template"]["spec"]["containers"][0]["securityContxt"] = {}
+    out = kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump(broken), check=False)
+    assert out.returncode != 0 and 'unknown field "spec.template.spec.containers[0].' \
+        'securityContxt"' in out.stderr, out.stderr
+    broken = json.loads(json.dumps(deploy))
+    broken["spec"]["replicas"] = "one"
+    out = kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump(broken), check=False)
+    assert out.returncode != 0 and "spec.replicas" in out.stderr, out.stderr
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "bad"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "x"},
+               "subjects": [{"kind": "ServiceAccount", "name": "x"}]}  # fmt: skip
+    out = kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump(binding), check=False)
+    assert out.returncode != 0, out.stdout
+    assert "roleRef.kind: Unsupported value" in out.stderr, out.stderr
+    assert "subjects[0].namespace: Required value" in out.stderr, out.stderr
+
+    # Uninstalling: what the chart's objects own goes with them (garbage collection).
+    owner = kube_api.get("/apis/apps/v1/namespaces/stagegate/deployments/sg-stagegate")
+    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "sg-stagegate",
+           "uid": owner["metadata"]["uid"]}  # fmt: skip
+    kube_api.create("/api/v1/namespaces/stagegate/configmaps",
+                    {"metadata": {"name": "owned", "ownerReferences": [ref]}})
+    kube_api.kubectl("delete", "-f", "-", input=yaml.safe_dump_all(
+        [d for d in docs if d["kind"] != "CustomResourceDefinition"]))  # fmt: skip
+    kube_api.wait_for(
+        lambda: kube_api.request("GET", "/api/v1/namespaces/stagegate/configmaps/owned")[0] == 404,
+        message="the Deployment's dependent collected",
     )
-    kube_api.wait_for(lambda: ("stagegate.io/v1alpha1", "TrainingJob") in _served(kube_api))
-    example = kube_api.kubectl("apply", "-f", str(REPO / "examples" / "btc-usdt-m15.yaml"))
-    assert "created" in example.stdout
-    assert "sg-stagegate-dashboard" in kube_api.kubectl("get", "configmaps").stdout
-    sa = kube_api.get("/api/v1/namespaces/default/serviceaccounts/stagegate-trainer")
-    assert sa["automountServiceAccountToken"] is False
-    # Applying again changes nothing (stable rendering, no generated names).
-    again = kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(applicable))
-    assert "configured" not in again.stdout, again.stdout
+
+
+def _free_port() -> int:
+    from tests.kube.emulator import free_port
+
+    return free_port()
+
+
+def test_operator_runs_from_the_rendered_settings(helm: Path, kube_api: KubeApi,
+                                                  tmp_path: Path) -> None:
+    artifacts = tmp_path / "artifacts"
+    docs = render(helm, "--include-crds", "--set", "trainer.image=registry.local/trainer:9",
+                  "--set", "kueue.queueName=", "--set", f"artifacts.uri=file://{artifacts}")
+    _apply_chart(kube_api, docs)
+    (container,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    # The rendered command and arguments, except for the two ports: the rendered ones are fixed
+    # container ports (8000, 8080) that a local process cannot count on, so they get free ones.
+    metrics_port, health_port = _free_port(), _free_port()
+    args = [f"--metrics-port={metrics_port}" if a.startswith("--metrics-port") else
+            f"--health-port={health_port}" if a.startswith("--health-port") else a
+            for a in container["args"]]  # fmt: skip
+    assert args != container["args"] and len(args) == len(container["args"])
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert env["STAGEGATE_TRAINER_IMAGE"] == "registry.local/trainer:9"
+    (command,) = container["command"]
+    argv = [str(Path(sys.executable).parent / command), *args,
+            "--kubeconfig", str(kube_api.kubeconfig)]  # fmt: skip
+    log = tmp_path / "operator.log"
+    with log.open("w") as out:
+        operator = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**kube_api.env, **env, "TMPDIR": str(tmp_path)},
+        )  # fmt: skip
+    try:
+        def healthy() -> bool:
+            assert operator.poll() is None, log.read_text()
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                    f"http://127.0.0.1:{health_port}/healthz", timeout=1) as response:
+                return response.status == 200
+            return False
+
+        kube_api.wait_for(healthy, timeout=30, interval=0.2, message="operator /healthz")
+        tj = {"apiVersion": "stagegate.io/v1alpha1", "kind": "TrainingJob",
+              "metadata": {"name": "helm-quick", "namespace": "stagegate"},
+              "spec": small_spec(mode="quick")}  # fmt: skip
+        kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump(tj))
+        path = "/apis/stagegate.io/v1alpha1/namespaces/stagegate/trainingjobs/helm-quick"
+
+        def finished() -> dict[str, Any] | None:
+            found = kube_api.get(path)
+            done = (found.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Rejected")
+            return found if done else None
+
+        done = kube_api.wait_for(finished, timeout=120, interval=0.5,
+                                 message="TrainingJob finished")  # fmt: skip
+        assert done["status"]["phase"] == "Succeeded", (done["status"], log.read_text()[-3000:])
+        # The chart's defaults reached the step Jobs: image, service account, resources, queue.
+        jobs = kube_api.get("/apis/batch/v1/namespaces/stagegate/jobs")["items"]
+        folds = [j for j in jobs if j["metadata"]["labels"].get("stagegate.io/step") == "fold"]
+        assert folds, [j["metadata"]["name"] for j in jobs]
+        resources = json.loads(env["STAGEGATE_TRAINER_RESOURCES"])["quick"]
+        for job in folds:
+            pod = job["spec"]["template"]["spec"]
+            (step,) = pod["containers"]
+            assert step["image"] == "registry.local/trainer:9"
+            assert step["resources"] == resources
+            assert pod["serviceAccountName"] == "stagegate-trainer"
+            assert job["spec"]["suspend"] is False
+            assert "kueue.x-k8s.io/queue-name" not in job["metadata"].get("labels", {})
+        assert list(artifacts.rglob("summary.json")), sorted(artifacts.rglob("*"))
+    finally:
+        if operator.poll() is None:
+            operator.send_signal(signal.SIGTERM)
+        try:
+            code = operator.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(operator.pid, signal.SIGKILL)
+            operator.wait(5)
+            raise AssertionError("the operator ignored SIGTERM:\n" + log.read_text()[-3000:])
+    assert code == 0, log.read_text()[-3000:]

@@ -8,6 +8,7 @@ depends on seeing one particular event (level-based, not edge-based).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import kopf
 from stagegate_trainer.spec import API_GROUP, API_VERSION, PLURAL
 
+from .cache import ObjectCache
 from .children import LABEL_TJ
 from .config import OperatorConfig
 from .kubeapi import KubeApi, load_connection
@@ -62,6 +64,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         STATE.reconciler = Reconciler(
             api,
             metrics,
+            cache=ObjectCache(),
             trainer_command=config.trainer_command,
             defaults=config.defaults,
         )
@@ -76,14 +79,29 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             await STATE.reconciler.api.close()
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
-    async def trainingjob_event(name: str, namespace: str | None, **_: Any) -> None:
-        if STATE.reconciler is not None and namespace:
-            STATE.reconciler.trigger(namespace, name)
+    async def trainingjob_event(
+        event: Mapping[str, Any], name: str, namespace: str | None, **_: Any
+    ) -> None:
+        if STATE.reconciler is None or not namespace:
+            return
+        if event.get("type") == "DELETED":
+            STATE.reconciler.cache.drop_trainingjob(namespace, name)
+        else:
+            STATE.reconciler.cache.put_trainingjob(copy.deepcopy(dict(event["object"])))
+        STATE.reconciler.trigger(namespace, name)
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TJ: kopf.PRESENT}, registry=registry)
-    async def job_event(labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-        if STATE.reconciler is not None and namespace:
-            STATE.reconciler.trigger(namespace, labels[LABEL_TJ])
+    async def job_event(
+        event: Mapping[str, Any], name: str, labels: Mapping[str, str], namespace: str | None,
+        **_: Any,
+    ) -> None:  # fmt: skip
+        if STATE.reconciler is None or not namespace:
+            return
+        if event.get("type") == "DELETED":
+            STATE.reconciler.cache.drop_job(namespace, labels[LABEL_TJ], name)
+        else:
+            STATE.reconciler.cache.put_job(copy.deepcopy(dict(event["object"])))
+        STATE.reconciler.trigger(namespace, labels[LABEL_TJ])
 
 
 async def _resync(config: OperatorConfig, reconciler: Reconciler) -> None:

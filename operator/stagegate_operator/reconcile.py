@@ -36,6 +36,7 @@ from stagegate_trainer.stagemachine import (
 from stagegate_trainer.status import Clock, build_status
 
 from . import children
+from .cache import ObjectCache
 from .defaults import TrainerDefaults
 from .kubeapi import ApiError, KubeApi
 from .metrics import OperatorMetrics
@@ -89,9 +90,13 @@ class Reconciler:
         clock: Callable[[], float] = time.time,
         trainer_command: tuple[str, ...] = ("stagegate",),
         defaults: TrainerDefaults | None = None,
+        cache: ObjectCache | None = None,
     ) -> None:
         self.trainer_command = trainer_command
         self.defaults = defaults or TrainerDefaults()
+        self.cache = cache or ObjectCache()
+        # With a cache fed by watches (the kopf handlers), Jobs are read from it, not listed.
+        self.watched = cache is not None
         self.api = api
         self.metrics = metrics
         self.clock = clock
@@ -134,15 +139,17 @@ class Reconciler:
 
     # ------------------------------------------------------------------ one pass
     async def reconcile(self, namespace: str, name: str) -> None:
-        try:
-            body = await self.api.request(
-                "GET", KubeApi.path(GROUP_VERSION, namespace, PLURAL, name)
-            )
-        except ApiError as exc:
-            if exc.status == 404:
-                self.metrics.forget(namespace, name)
-                return
-            raise
+        body = self.cache.trainingjob(namespace, name)
+        if body is None:  # not seen by a watch yet (or no cache): ask
+            try:
+                body = await self.api.request(
+                    "GET", KubeApi.path(GROUP_VERSION, namespace, PLURAL, name)
+                )
+            except ApiError as exc:
+                if exc.status == 404:
+                    self.metrics.forget(namespace, name)
+                    return
+                raise
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
             return
@@ -168,7 +175,10 @@ class Reconciler:
             )  # fmt: skip
 
         selector = f"{children.LABEL_TJ}={name}"
-        jobs_list = await self.api.list("batch/v1", namespace, "jobs", selector)
+        if self.watched:
+            jobs_list = self.cache.jobs(namespace, name)
+        else:
+            jobs_list = await self.api.list("batch/v1", namespace, "jobs", selector)
         jobs = {j["metadata"]["name"]: j for j in jobs_list}
         memory = recall(status)
         # Pods are read only for what only they tell: a result not harvested yet, or why a
@@ -252,15 +262,21 @@ class Reconciler:
         return {"decision": verdict.decision, "by": by, "at": now_iso(now),
                 "gate": verdict.gate}  # fmt: skip
 
-    async def _ensure(self, group_version: str, namespace: str, plural: str, body: Any) -> bool:
-        """Create a child; True when created, False when it already existed (adopted)."""
+    async def _ensure(
+        self, group_version: str, namespace: str, plural: str, body: Any
+    ) -> dict[str, Any] | None:
+        """Create a child; the created object, or None when it already existed (adopted)."""
         try:
-            await self.api.create(group_version, namespace, plural, body)
-            return True
+            created: dict[str, Any] = await self.api.create(group_version, namespace, plural, body)
+            return created
         except ApiError as exc:
             if exc.status == 409:
-                return False
+                return None
             raise
+
+    async def _delete_job(self, namespace: str, trainingjob: str, job_name: str) -> None:
+        await self.api.delete("batch/v1", namespace, "jobs", job_name, propagation="Background")
+        self.cache.drop_job(namespace, trainingjob, job_name)
 
     async def _act(
         self,
@@ -275,8 +291,7 @@ class Reconciler:
         if isinstance(action, StopRunning):
             for job_name, job in jobs.items():
                 if not job_finished(job):
-                    await self.api.delete("batch/v1", namespace, "jobs", job_name,
-                                          propagation="Background")  # fmt: skip
+                    await self._delete_job(namespace, name, job_name)
             return
         owner = children.Owner(
             name, namespace, uid, spec, self.trainer_command, self.defaults.service_account
@@ -296,11 +311,12 @@ class Reconciler:
         if existing is not None and job_finished(existing):
             # A finished Job the machine wants again (a retry, or a result that was lost):
             # remove it; the next pass creates it afresh under the same name.
-            await self.api.delete("batch/v1", namespace, "jobs", job_name,
-                                  propagation="Background")  # fmt: skip
+            await self._delete_job(namespace, name, job_name)
             return
         if existing is None:
-            await self._ensure("batch/v1", namespace, "jobs", job)
+            created = await self._ensure("batch/v1", namespace, "jobs", job)
+            if created is not None:
+                self.cache.put_job(created)
 
     def _status(
         self,
@@ -413,7 +429,10 @@ class Reconciler:
         )
         if _stable(new) == _stable(old) and not elapsed_stale:
             return
-        await self.api.patch_status(GROUP_VERSION, meta["namespace"], PLURAL, meta["name"], new)
+        updated = await self.api.patch_status(
+            GROUP_VERSION, meta["namespace"], PLURAL, meta["name"], new
+        )
+        self.cache.put_trainingjob(updated)
         for stage, failures in _new_failures(old, new).items():
             self.metrics.folds.labels(stage, "failed").inc(failures)
         for step, result in results:

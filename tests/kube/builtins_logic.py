@@ -37,10 +37,22 @@ LABEL_MSG = (
     "used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
 )
 
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS1035_MSG = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+    "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or "
+    "'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+)
+IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
+
 # Kinds whose names must be DNS labels rather than subdomains.
 LABEL_NAMED = {"namespaces", "jobs"}
-# Events are named `<object>.<hex>` and may contain anything a path segment allows.
-FREE_NAMED = {"events"}
+# Services are DNS-1035 labels (they become DNS names that must not start with a digit).
+DNS1035_NAMED = {"services"}
+# Events are named `<object>.<hex>` and may contain anything a path segment allows; so may RBAC
+# objects (`system:controller:...`), except '%'.
+FREE_NAMED = {"events", "roles", "rolebindings", "clusterroles", "clusterrolebindings"}
+RBAC = "rbac.authorization.k8s.io"
 
 
 def _q(value: Any) -> str:
@@ -54,6 +66,15 @@ def validate_meta(rt: ResourceType, meta: Obj) -> list[FieldError]:
         if "/" in name or name in (".", ".."):
             errs.append(FieldError("metadata.name", f"Invalid value: {_q(name)}: may not contain "
                                    "'/'"))
+        elif "%" in name and rt.group == RBAC:
+            errs.append(FieldError("metadata.name", f"Invalid value: {_q(name)}: may not contain "
+                                   "'%'"))
+    elif rt.plural in DNS1035_NAMED:
+        if len(name) > 63:
+            errs.append(FieldError("metadata.name", f"Invalid value: {_q(name)}: must be no more "
+                                   "than 63 characters"))
+        elif not DNS1035_LABEL.match(name):
+            errs.append(FieldError("metadata.name", f"Invalid value: {_q(name)}: {DNS1035_MSG}"))
     elif rt.plural in LABEL_NAMED:
         if len(name) > 63:
             errs.append(FieldError("metadata.name", f"Invalid value: {_q(name)}: must be no more "
@@ -142,8 +163,91 @@ def default(api: Api, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
                 obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
     elif rt.key == ("batch", "jobs"):
         _default_job(obj, creating)
+    elif rt.key == ("apps", "deployments"):
+        _default_deployment(obj)
+    elif rt.key == ("", "services"):
+        _default_service(api, rt, obj, old)
     elif rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
         _default_crd(obj, old)
+
+
+def _default_deployment(obj: Obj) -> None:
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    spec.setdefault("replicas", 1)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    strategy = spec.setdefault("strategy", {})
+    if isinstance(strategy, dict):
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            if isinstance(rolling, dict):
+                rolling.setdefault("maxUnavailable", "25%")
+                rolling.setdefault("maxSurge", "25%")
+    pod_spec = (spec.get("template") or {}).get("spec")
+    if isinstance(pod_spec, dict):
+        default_pod_spec(pod_spec)
+
+
+def _allocate_cluster_ip(api: Api, rt: ResourceType) -> str:
+    used = {(o.get("spec") or {}).get("clusterIP") for o in api.store.list(rt.key)}
+    for n in range(10, 65534):
+        ip = f"10.96.{n // 256}.{n % 256}"
+        if n % 256 not in (0, 255) and ip not in used:
+            return ip
+    raise RuntimeError("service cluster IP range exhausted")
+
+
+def _allocate_node_port(api: Api, rt: ResourceType, taken: set[int]) -> int:
+    for o in api.store.list(rt.key):
+        taken |= {p.get("nodePort") for p in (o.get("spec") or {}).get("ports") or []
+                  if isinstance(p, dict)}
+    return next(p for p in range(30000, 32768) if p not in taken)
+
+
+def _default_service(api: Api, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
+    """kube-apiserver's defaults, plus the allocations (cluster IP, node ports) it makes."""
+    spec = obj.setdefault("spec", {})
+    if not isinstance(spec, dict):
+        return
+    old_spec = (old or {}).get("spec") or {}
+    kind = spec.setdefault("type", "ClusterIP")
+    spec.setdefault("sessionAffinity", "None")
+    ports = spec.get("ports") or []
+    for port in ports:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+            if "targetPort" not in port and isinstance(port.get("port"), int):
+                port["targetPort"] = port["port"]
+    if kind == "ExternalName":
+        return
+    # An update that omits the cluster IP keeps the allocated one (as PUT does since 1.20).
+    for key in ("clusterIP", "clusterIPs"):
+        if key not in spec and key in old_spec:
+            spec[key] = old_spec[key]
+    if not spec.get("clusterIP"):
+        spec["clusterIP"] = _allocate_cluster_ip(api, rt)
+    spec.setdefault("clusterIPs", [spec["clusterIP"]])
+    if spec["clusterIP"] != "None":
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
+    spec.setdefault("internalTrafficPolicy", "Cluster")
+    if kind in ("NodePort", "LoadBalancer"):
+        spec.setdefault("externalTrafficPolicy", "Cluster")
+        if kind == "LoadBalancer":
+            spec.setdefault("allocateLoadBalancerNodePorts", True)
+        old_ports = {(p.get("port"), p.get("protocol")): p.get("nodePort")
+                     for p in old_spec.get("ports") or [] if isinstance(p, dict)}
+        taken = {p.get("nodePort") for p in ports if isinstance(p, dict)}
+        for port in ports:
+            if isinstance(port, dict) and not port.get("nodePort"):
+                kept = old_ports.get((port.get("port"), port.get("protocol")))
+                port["nodePort"] = kept or _allocate_node_port(api, rt, taken)
+                taken.add(port["nodePort"])
+    if old is None:
+        obj["status"] = {"loadBalancer": {}}
 
 
 def _default_job(obj: Obj, creating: bool) -> None:
@@ -235,6 +339,12 @@ def validate(api: Api, rt: ResourceType, obj: Obj, old: Obj | None) -> list[Fiel
         if inv_ns and inv_ns != obj["metadata"].get("namespace"):
             errs.append(FieldError("involvedObject.namespace", f"Invalid value: {_q(inv_ns)}: "
                                    "does not match event.namespace"))
+    elif rt.key == ("apps", "deployments"):
+        errs += _validate_deployment(obj, old)
+    elif rt.key == ("", "services"):
+        errs += _validate_service(obj, old)
+    elif rt.group == RBAC:
+        errs += _validate_rbac(rt, obj, old)
     elif rt.key == ("apiextensions.k8s.io", "customresourcedefinitions"):
         errs += _validate_crd(api, obj, old)
     return errs
@@ -327,6 +437,164 @@ def _validate_job(obj: Obj, old: Obj | None) -> list[FieldError]:
                 shown = json.dumps(spec.get(key), separators=(",", ":"))
                 errs.append(FieldError(f"spec.{key}", f"Invalid value: {shown}: field is "
                                        "immutable"))
+    return errs
+
+
+def _validate_deployment(obj: Obj, old: Obj | None) -> list[FieldError]:
+    errs: list[FieldError] = []
+    spec = obj.get("spec") or {}
+    for key in ("replicas", "minReadySeconds", "revisionHistoryLimit"):
+        value = spec.get(key)
+        if value is not None and value < 0:
+            errs.append(FieldError(f"spec.{key}", f"Invalid value: {value}: must be greater than "
+                                   "or equal to 0"))
+    selector = spec.get("selector") or {}
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        errs.append(FieldError("spec.selector", f"Invalid value: {_q(selector)}: empty selector "
+                               "is invalid for deployment"))
+    template = spec.get("template") or {}
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    match = selector.get("matchLabels") or {}
+    if any(labels.get(k) != v for k, v in match.items()) or (
+            selector.get("matchExpressions") and not labels):
+        errs.append(FieldError("spec.template.metadata.labels", f"Invalid value: {_q(labels)}: "
+                               "`selector` does not match template `labels`"))
+    pod_spec = template.get("spec") or {}
+    errs += validate_pod_spec(pod_spec, "spec.template.spec")
+    policy = pod_spec.get("restartPolicy")
+    if policy in ("OnFailure", "Never"):
+        errs.append(FieldError("spec.template.spec.restartPolicy", f"Unsupported value: "
+                               f'{_q(policy)}: supported values: "Always"',
+                               "FieldValueNotSupported"))
+    strategy = spec.get("strategy") or {}
+    kind = strategy.get("type")
+    if kind not in ("Recreate", "RollingUpdate"):
+        errs.append(FieldError("spec.strategy.type", f"Unsupported value: {_q(kind)}: supported "
+                               'values: "Recreate", "RollingUpdate"', "FieldValueNotSupported"))
+    elif kind == "Recreate" and strategy.get("rollingUpdate") is not None:
+        errs.append(FieldError("spec.strategy.rollingUpdate", "Forbidden: may not be specified "
+                               "when strategy `type` is 'Recreate'", "FieldValueForbidden"))
+    if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
+        shown = json.dumps(spec.get("selector"), separators=(",", ":"))
+        errs.append(FieldError("spec.selector", f"Invalid value: {shown}: field is immutable"))
+    return errs
+
+
+def _validate_service(obj: Obj, old: Obj | None) -> list[FieldError]:
+    errs: list[FieldError] = []
+    spec = obj.get("spec") or {}
+    kind = spec.get("type")
+    kinds = ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort")
+    if kind not in kinds:
+        errs.append(FieldError("spec.type", f"Unsupported value: {_q(kind)}: supported values: "
+                               + ", ".join(_q(k) for k in kinds), "FieldValueNotSupported"))
+    ports = spec.get("ports") or []
+    if kind == "ExternalName":
+        if not spec.get("externalName"):
+            errs.append(FieldError("spec.externalName", "Required value", "FieldValueRequired"))
+    elif not ports and spec.get("clusterIP") != "None":
+        errs.append(FieldError("spec.ports", "Required value", "FieldValueRequired"))
+    names: set[str] = set()
+    for i, port in enumerate(ports):
+        where = f"spec.ports[{i}]"
+        name = port.get("name", "")
+        if len(ports) > 1 and not name:
+            errs.append(FieldError(f"{where}.name", "Required value", "FieldValueRequired"))
+        elif name and not DNS1123_LABEL.match(name):
+            errs.append(FieldError(f"{where}.name", f"Invalid value: {_q(name)}: {LABEL_MSG}"))
+        elif name in names:
+            errs.append(FieldError(f"{where}.name", f"Duplicate value: {_q(name)}",
+                                   "FieldValueDuplicate"))
+        names.add(name)
+        number = port.get("port")
+        if not 1 <= number <= 65535:
+            errs.append(FieldError(f"{where}.port", f"Invalid value: {number}: must be between 1 "
+                                   "and 65535, inclusive"))
+        protocol = port.get("protocol")
+        if protocol not in ("TCP", "UDP", "SCTP"):
+            errs.append(FieldError(f"{where}.protocol", f"Unsupported value: {_q(protocol)}: "
+                                   'supported values: "SCTP", "TCP", "UDP"',
+                                   "FieldValueNotSupported"))
+        target = port.get("targetPort")
+        if isinstance(target, str) and not (IANA_SVC_NAME.match(target)
+                                            and re.search("[a-z]", target)):
+            errs.append(FieldError(f"{where}.targetPort", f"Invalid value: {_q(target)}: must "
+                                   "contain only alpha-numeric characters (a-z, 0-9), and "
+                                   "hyphens (-), at most 15 characters, with at least one letter"))
+        elif isinstance(target, int) and not 1 <= target <= 65535:
+            errs.append(FieldError(f"{where}.targetPort", f"Invalid value: {target}: must be "
+                                   "between 1 and 65535, inclusive"))
+    if old is not None:
+        before = (old.get("spec") or {}).get("clusterIP")
+        if before and kind != "ExternalName" and spec.get("clusterIP") != before:
+            errs.append(FieldError("spec.clusterIPs[0]", f"Invalid value: "
+                                   f"{_q(spec.get('clusterIP'))}: may not change once set"))
+    return errs
+
+
+def _validate_rbac(rt: ResourceType, obj: Obj, old: Obj | None) -> list[FieldError]:
+    errs: list[FieldError] = []
+    namespaced = rt.namespaced
+    if rt.plural in ("roles", "clusterroles"):
+        for i, rule in enumerate(obj.get("rules") or []):
+            where = f"rules[{i}]"
+            if not rule.get("verbs"):
+                errs.append(FieldError(f"{where}.verbs", "Required value: verbs must contain at "
+                                       "least one value", "FieldValueRequired"))
+            urls = rule.get("nonResourceURLs")
+            if urls and namespaced:
+                errs.append(FieldError(f"{where}.nonResourceURLs", "Invalid value: "
+                                       f"{_q(urls)}: namespaced rules cannot apply to "
+                                       "non-resource URLs"))
+            if urls and (rule.get("apiGroups") or rule.get("resources")
+                         or rule.get("resourceNames")):
+                errs.append(FieldError(f"{where}.nonResourceURLs", "Invalid value: "
+                                       f"{_q(urls)}: rules cannot apply to both regular "
+                                       "resources and non-resource URLs"))
+            elif not urls:
+                if not rule.get("apiGroups"):
+                    errs.append(FieldError(f"{where}.apiGroups", "Required value: resource rules "
+                                           "must supply at least one api group",
+                                           "FieldValueRequired"))
+                if not rule.get("resources"):
+                    errs.append(FieldError(f"{where}.resources", "Required value: resource rules "
+                                           "must supply at least one resource",
+                                           "FieldValueRequired"))
+        return errs
+    ref = obj.get("roleRef") or {}
+    kinds = ("Role", "ClusterRole") if namespaced else ("ClusterRole",)
+    if ref.get("apiGroup") != RBAC:
+        errs.append(FieldError("roleRef.apiGroup", f"Unsupported value: {_q(ref.get('apiGroup'))}"
+                               f": supported values: {_q(RBAC)}", "FieldValueNotSupported"))
+    if ref.get("kind") not in kinds:
+        errs.append(FieldError("roleRef.kind", f"Unsupported value: {_q(ref.get('kind'))}: "
+                               "supported values: " + ", ".join(_q(k) for k in kinds),
+                               "FieldValueNotSupported"))
+    if not ref.get("name"):
+        errs.append(FieldError("roleRef.name", "Required value", "FieldValueRequired"))
+    for i, subject in enumerate(obj.get("subjects") or []):
+        where = f"subjects[{i}]"
+        kind, group = subject.get("kind"), subject.get("apiGroup", "")
+        if not subject.get("name"):
+            errs.append(FieldError(f"{where}.name", "Required value", "FieldValueRequired"))
+        if kind == "ServiceAccount":
+            if group:
+                errs.append(FieldError(f"{where}.apiGroup", f"Unsupported value: {_q(group)}: "
+                                       'supported values: ""', "FieldValueNotSupported"))
+            if not subject.get("namespace") and not namespaced:
+                errs.append(FieldError(f"{where}.namespace", "Required value",
+                                       "FieldValueRequired"))
+        elif kind in ("User", "Group"):
+            if group != RBAC:
+                errs.append(FieldError(f"{where}.apiGroup", f"Unsupported value: {_q(group)}: "
+                                       f"supported values: {_q(RBAC)}", "FieldValueNotSupported"))
+        else:
+            errs.append(FieldError(f"{where}.kind", f"Unsupported value: {_q(kind)}: supported "
+                                   'values: "ServiceAccount", "User", "Group"',
+                                   "FieldValueNotSupported"))
+    if old is not None and old.get("roleRef") != obj.get("roleRef"):
+        shown = json.dumps(obj.get("roleRef"), separators=(",", ":"))
+        errs.append(FieldError("roleRef", f"Invalid value: {shown}: cannot change roleRef"))
     return errs
 
 

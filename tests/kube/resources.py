@@ -112,6 +112,28 @@ JOB_SPEC = obj({
     "ttlSecondsAfterFinished": INT, "completionMode": S, "suspend": B, "podReplacementPolicy": S,
     "managedBy": S,
 }, required=("template",))
+DEPLOYMENT_SPEC = obj({
+    "replicas": INT, "selector": LABEL_SELECTOR, "template": POD_TEMPLATE,
+    "strategy": obj({"type": S, "rollingUpdate": obj({"maxUnavailable": INT_OR_STR,
+                                                      "maxSurge": INT_OR_STR})}),
+    "minReadySeconds": INT, "revisionHistoryLimit": INT, "paused": B,
+    "progressDeadlineSeconds": INT,
+}, required=("selector", "template"))
+SERVICE_PORT = obj({"name": S, "protocol": S, "appProtocol": S, "port": INT,
+                    "targetPort": INT_OR_STR, "nodePort": INT}, required=("port",))
+SERVICE_SPEC = obj({
+    "ports": arr(SERVICE_PORT), "selector": STR_MAP, "clusterIP": S, "clusterIPs": strs(),
+    "type": S, "externalIPs": strs(), "sessionAffinity": S, "loadBalancerIP": S,
+    "loadBalancerSourceRanges": strs(), "externalName": S, "externalTrafficPolicy": S,
+    "healthCheckNodePort": INT, "publishNotReadyAddresses": B, "sessionAffinityConfig": ANY,
+    "ipFamilies": strs(), "ipFamilyPolicy": S, "allocateLoadBalancerNodePorts": B,
+    "loadBalancerClass": S, "internalTrafficPolicy": S, "trafficDistribution": S,
+})
+POLICY_RULE = obj({"verbs": strs(), "apiGroups": strs(), "resources": strs(),
+                   "resourceNames": strs(), "nonResourceURLs": strs()}, required=("verbs",))
+ROLE_REF = obj({"apiGroup": S, "kind": S, "name": S}, required=("apiGroup", "kind", "name"))
+SUBJECT = obj({"kind": S, "apiGroup": S, "name": S, "namespace": S}, required=("kind", "name"))
+AGGREGATION_RULE = obj({"clusterRoleSelectors": arr(LABEL_SELECTOR)})
 
 
 def root(props: dict[str, Schema], **extra: Any) -> Schema:
@@ -139,6 +161,14 @@ BUILTIN_SCHEMAS: dict[str, Schema] = {
     "serviceaccounts": root({"secrets": arr(ANY), "imagePullSecrets": arr(ANY),
                              "automountServiceAccountToken": B}),
     "customresourcedefinitions": root({"spec": ANY, "status": ANY}),
+    "deployments": root({"spec": DEPLOYMENT_SPEC, "status": ANY}, required=["spec"]),
+    "services": root({"spec": SERVICE_SPEC, "status": ANY}),
+    "roles": root({"rules": arr(POLICY_RULE)}),
+    "clusterroles": root({"rules": arr(POLICY_RULE), "aggregationRule": AGGREGATION_RULE}),
+    "rolebindings": root({"subjects": arr(SUBJECT), "roleRef": ROLE_REF},
+                         required=["roleRef"]),
+    "clusterrolebindings": root({"subjects": arr(SUBJECT), "roleRef": ROLE_REF},
+                                required=["roleRef"]),
 }
 
 
@@ -227,6 +257,9 @@ def _builtin(group: str, version: str, plural: str, kind: str, *, namespaced: bo
     )
 
 
+RBAC = "rbac.authorization.k8s.io"
+
+
 def builtin_types() -> list[ResourceType]:
     return [
         _builtin("", "v1", "namespaces", "Namespace", namespaced=False, short=("ns",),
@@ -238,8 +271,18 @@ def builtin_types() -> list[ResourceType]:
         _builtin("", "v1", "nodes", "Node", namespaced=False, short=("no",), status=True),
         _builtin("", "v1", "pods", "Pod", short=("po",), status=True, subresources=("log",),
                  generation=True, categories=("all",)),
+        _builtin("", "v1", "services", "Service", short=("svc",), status=True,
+                 categories=("all",)),
+        # No Deployment controller: Deployments are stored (and garbage-collected), not rolled
+        # out; nothing creates ReplicaSets or pods for them.
+        _builtin("apps", "v1", "deployments", "Deployment", short=("deploy",), status=True,
+                 generation=True, categories=("all",)),
         _builtin("batch", "v1", "jobs", "Job", status=True, generation=True,
                  categories=("all",)),
+        _builtin(RBAC, "v1", "roles", "Role"),
+        _builtin(RBAC, "v1", "rolebindings", "RoleBinding"),
+        _builtin(RBAC, "v1", "clusterroles", "ClusterRole", namespaced=False),
+        _builtin(RBAC, "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False),
         _builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions",
                  "CustomResourceDefinition", namespaced=False, short=("crd", "crds"),
                  status=True, generation=True),

@@ -87,6 +87,73 @@ def _event_row(ev: Obj) -> list[Any]:
             f"{(inv.get('kind') or '').lower()}/{inv.get('name', '')}", ev.get("message", "")]
 
 
+def _selector_text(selector: Obj | None) -> str:
+    selector = selector or {}
+    parts = [f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()]
+    for e in selector.get("matchExpressions") or []:
+        values = ",".join(e.get("values") or [])
+        op = e.get("operator", "")
+        parts.append({"In": f"{e['key']} in ({values})", "NotIn": f"{e['key']} notin ({values})",
+                      "Exists": e["key"], "DoesNotExist": f"!{e['key']}"}.get(op, e["key"]))
+    return ",".join(parts) or "<none>"
+
+
+def _deployment_row(d: Obj) -> list[Any]:
+    spec, status = d.get("spec") or {}, d.get("status") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    return [d["metadata"]["name"], f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
+            status.get("updatedReplicas", 0), status.get("availableReplicas", 0),
+            age(d["metadata"].get("creationTimestamp")),
+            ",".join(c.get("name", "") for c in containers),
+            ",".join(c.get("image", "") for c in containers),
+            _selector_text(spec.get("selector"))]
+
+
+def _service_row(svc: Obj) -> list[Any]:
+    spec = svc.get("spec") or {}
+    kind = spec.get("type", "ClusterIP")
+    ingress = ((svc.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    external = ",".join(spec.get("externalIPs") or [])
+    if kind == "ExternalName":
+        external = spec.get("externalName", "")
+    elif kind == "LoadBalancer":
+        external = ",".join([*(i.get("ip") or i.get("hostname", "") for i in ingress),
+                             *(spec.get("externalIPs") or [])]) or "<pending>"
+    ports = []
+    for p in spec.get("ports") or []:
+        text = f"{p.get('port')}/{p.get('protocol', 'TCP')}"
+        if p.get("nodePort"):
+            text = f"{p['port']}:{p['nodePort']}/{p.get('protocol', 'TCP')}"
+        ports.append(text)
+    selector = ",".join(f"{k}={v}" for k, v in (spec.get("selector") or {}).items())
+    return [svc["metadata"]["name"], kind, spec.get("clusterIP") or "<none>",
+            external or "<none>", ",".join(ports) or "<none>",
+            age(svc["metadata"].get("creationTimestamp")), selector or "<none>"]
+
+
+def _binding_row(b: Obj) -> list[Any]:
+    ref = b.get("roleRef") or {}
+    subjects = b.get("subjects") or []
+
+    def names(kind: str) -> str:
+        return ",".join(
+            (f"{s.get('namespace', '')}/{s['name']}" if kind == "ServiceAccount" else s["name"])
+            for s in subjects if s.get("kind") == kind)
+
+    return [b["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}",
+            age(b["metadata"].get("creationTimestamp")), names("User"), names("Group"),
+            names("ServiceAccount")]
+
+
+def _role_row(r: Obj) -> list[Any]:
+    return [r["metadata"]["name"], r["metadata"].get("creationTimestamp", "")]
+
+
+ROLE_COLUMNS = [NAME, Column("Created At", "date")]
+BINDING_COLUMNS = [NAME, Column("Role"), _age_col(), Column("Users", priority=1),
+                   Column("Groups", priority=1), Column("ServiceAccounts", priority=1)]
+RBAC = "rbac.authorization.k8s.io"
+
 BuiltinPrinter = tuple[list[Column], Callable[[Obj], list[Any]]]
 
 BUILTIN: dict[tuple[str, str], BuiltinPrinter] = {
@@ -129,6 +196,26 @@ BUILTIN: dict[tuple[str, str], BuiltinPrinter] = {
                    age(o["metadata"].get("creationTimestamp")),
                    (o.get("status") or {}).get("nodeInfo", {}).get("kubeletVersion", "")],
     ),
+    ("apps", "deployments"): (
+        [NAME, Column("Ready"), Column("Up-to-date", "integer"), Column("Available", "integer"),
+         _age_col(), Column("Containers", priority=1), Column("Images", priority=1),
+         Column("Selector", priority=1)],
+        _deployment_row,
+    ),
+    ("", "services"): (
+        [NAME, Column("Type"), Column("Cluster-IP"), Column("External-IP"), Column("Port(s)"),
+         _age_col(), Column("Selector", priority=1)],
+        _service_row,
+    ),
+    ("", "serviceaccounts"): (
+        [NAME, Column("Secrets", "integer"), _age_col()],
+        lambda o: [o["metadata"]["name"], len(o.get("secrets") or []),
+                   age(o["metadata"].get("creationTimestamp"))],
+    ),
+    (RBAC, "roles"): (ROLE_COLUMNS, _role_row),
+    (RBAC, "clusterroles"): (ROLE_COLUMNS, _role_row),
+    (RBAC, "rolebindings"): (BINDING_COLUMNS, _binding_row),
+    (RBAC, "clusterrolebindings"): (BINDING_COLUMNS, _binding_row),
     ("apiextensions.k8s.io", "customresourcedefinitions"): (
         [NAME, Column("Created At", "date")],
         lambda o: [o["metadata"]["name"], o["metadata"].get("creationTimestamp", "")],

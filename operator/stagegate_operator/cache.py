@@ -1,0 +1,65 @@
+"""What the watches have shown: TrainingJobs and their Jobs, kept current by kopf's events.
+
+A reconcile reads from here instead of asking the API server each time (at a hundred
+TrainingJobs that was a third of the operator's requests). The operator's own writes go in at
+once, so the next pass does not act on the state from before them; a watch event older than
+what is cached is ignored.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from .children import LABEL_TJ
+
+Key = tuple[str, str]  # namespace, name
+
+
+def _version(obj: dict[str, Any]) -> int | None:
+    try:
+        return int(obj["metadata"].get("resourceVersion", ""))
+    except (TypeError, ValueError):
+        return None  # opaque: take whatever comes
+
+
+def _newer(incoming: dict[str, Any], cached: dict[str, Any] | None) -> bool:
+    if cached is None:
+        return True
+    new, old = _version(incoming), _version(cached)
+    return new is None or old is None or new >= old
+
+
+class ObjectCache:
+    def __init__(self) -> None:
+        self._trainingjobs: dict[Key, dict[str, Any]] = {}
+        self._jobs: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
+
+    # -- TrainingJobs
+    def trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._trainingjobs.get((namespace, name))
+
+    def put_trainingjob(self, obj: dict[str, Any]) -> None:
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if _newer(obj, self._trainingjobs.get(key)):
+            self._trainingjobs[key] = obj
+
+    def drop_trainingjob(self, namespace: str, name: str) -> None:
+        self._trainingjobs.pop((namespace, name), None)
+        self._jobs.pop((namespace, name), None)
+
+    # -- Jobs, grouped by the TrainingJob that owns them
+    def jobs(self, namespace: str, trainingjob: str) -> list[dict[str, Any]]:
+        return list(self._jobs.get((namespace, trainingjob), {}).values())
+
+    def put_job(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        owner = (meta.get("labels") or {}).get(LABEL_TJ)
+        if owner is None:
+            return
+        group = self._jobs[(meta["namespace"], owner)]
+        if _newer(obj, group.get(meta["name"])):
+            group[meta["name"]] = obj
+
+    def drop_job(self, namespace: str, trainingjob: str, name: str) -> None:
+        self._jobs.get((namespace, trainingjob), {}).pop(name, None)
