@@ -17,6 +17,7 @@ import pytest
 import yaml
 from stagegate_operator.main import parse_args
 
+from tests.kube.emulator import free_port
 from tests.support.kube import KubeApi, KubeBinaries
 from tests.support.runs import small_spec
 
@@ -278,17 +279,19 @@ def _apply_chart(kube: KubeApi, docs: list[dict[str, Any]]) -> None:
         kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(crds))
         kube.wait_for(lambda: ("stagegate.io/v1alpha1", "TrainingJob") in _served(kube))
     out = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(rest)).stdout
-    # Namespaced kinds in different namespaces share a line name; count by (ref, namespace).
+    # One output line per document; namespaced copies (ml, research) share a line text.
     assert set(_applied(out)) == {_ref(d) for d in rest}, out
     assert set(_applied(out).values()) == {"created"}, out
+    assert len(out.splitlines()) == len(rest), out
     again = kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs)).stdout
     assert set(_applied(again).values()) == {"unchanged"}, again  # stable, no generated names
     assert len(again.splitlines()) == len(docs), again
 
 
 @pytest.mark.parametrize("args", [(), (*NAMESPACED, *ALL_ON)], ids=["default", "namespaced-all-on"])
-def test_rendered_chart_applies_with_kubectl(helm: Path, kube_api: KubeApi,
-                                             args: tuple[str, ...]) -> None:
+def test_rendered_chart_applies_with_kubectl(
+    helm: Path, kube_api: KubeApi, args: tuple[str, ...]
+) -> None:
     docs = render(helm, "--include-crds", *args)
     if ALL_ON[1] in args:
         for kind, plural in (("ServiceMonitor", "servicemonitors"),
@@ -303,8 +306,10 @@ def test_rendered_chart_applies_with_kubectl(helm: Path, kube_api: KubeApi,
     # What the emulator stored is what was rendered (plus server defaults).
     deploy = only(docs, "Deployment")
     live = kube_api.get("/apis/apps/v1/namespaces/stagegate/deployments/sg-stagegate")
-    assert live["spec"]["template"]["spec"]["containers"][0]["securityContext"] == \
-        deploy["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    assert (
+        live["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+        == deploy["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    )
     assert live["spec"]["strategy"] == {"type": "Recreate"}
     assert live["metadata"]["generation"] == 1
     service = kube_api.get("/api/v1/namespaces/stagegate/services/sg-stagegate-metrics")
@@ -320,21 +325,24 @@ def test_rendered_chart_applies_with_kubectl(helm: Path, kube_api: KubeApi,
             trainer = kube_api.get(f"/api/v1/namespaces/{ns}/serviceaccounts/stagegate-trainer")
             assert trainer["automountServiceAccountToken"] is False
         assert kube_api.request("GET", f"{rbac}/clusterroles/sg-stagegate")[0] == 404
-        kube_api.get("/apis/monitoring.coreos.com/v1/namespaces/stagegate/servicemonitors/"
-                     "sg-stagegate")
+        kube_api.get(
+            "/apis/monitoring.coreos.com/v1/namespaces/stagegate/servicemonitors/sg-stagegate"
+        )
     else:
         assert rules_of(kube_api.get(f"{rbac}/clusterroles/sg-stagegate")) == WORKLOAD_RULES
         crb = kube_api.get(f"{rbac}/clusterrolebindings/sg-stagegate-discovery")
         assert crb["subjects"][0]["namespace"] == "stagegate"
-    tables = kube_api.kubectl("get", "deploy,svc,sa,role,rolebinding,cm", "-n", "stagegate",
-                              "-o", "wide").stdout
+    tables = kube_api.kubectl(
+        "get", "deploy,svc,sa,role,rolebinding,cm", "-n", "stagegate", "-o", "wide"
+    ).stdout
     for text in ("deployment.apps/sg-stagegate", "0/1", "ghcr.io/stagegate/operator:0.1.0",
                  "service/sg-stagegate-metrics", "ClusterIP", "8000/TCP",
                  "serviceaccount/stagegate-trainer" if not args else "serviceaccount/sg-stagegate",
                  "configmap/sg-stagegate-dashboard"):  # fmt: skip
         assert text in tables, (text, tables)
-    bindings = kube_api.kubectl("get", "clusterrolebinding", "sg-stagegate-discovery",
-                                "-o", "wide").stdout
+    bindings = kube_api.kubectl(
+        "get", "clusterrolebinding", "sg-stagegate-discovery", "-o", "wide"
+    ).stdout
     assert "ClusterRole/sg-stagegate-discovery" in bindings
     assert "stagegate/sg-stagegate" in bindings, bindings
 
@@ -342,8 +350,10 @@ def test_rendered_chart_applies_with_kubectl(helm: Path, kube_api: KubeApi,
     broken = json.loads(json.dumps(deploy))
     broken["spec"]["template"]["spec"]["containers"][0]["securityContxt"] = {}
     out = kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump(broken), check=False)
-    assert out.returncode != 0 and 'unknown field "spec.template.spec.containers[0].' \
-        'securityContxt"' in out.stderr, out.stderr
+    assert (
+        out.returncode != 0
+        and 'unknown field "spec.template.spec.containers[0].securityContxt"' in out.stderr
+    ), out.stderr
     broken = json.loads(json.dumps(deploy))
     broken["spec"]["replicas"] = "one"
     out = kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump(broken), check=False)
@@ -361,8 +371,10 @@ def test_rendered_chart_applies_with_kubectl(helm: Path, kube_api: KubeApi,
     owner = kube_api.get("/apis/apps/v1/namespaces/stagegate/deployments/sg-stagegate")
     ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "sg-stagegate",
            "uid": owner["metadata"]["uid"]}  # fmt: skip
-    kube_api.create("/api/v1/namespaces/stagegate/configmaps",
-                    {"metadata": {"name": "owned", "ownerReferences": [ref]}})
+    kube_api.create(
+        "/api/v1/namespaces/stagegate/configmaps",
+        {"metadata": {"name": "owned", "ownerReferences": [ref]}},
+    )
     kube_api.kubectl("delete", "-f", "-", input=yaml.safe_dump_all(
         [d for d in docs if d["kind"] != "CustomResourceDefinition"]))  # fmt: skip
     kube_api.wait_for(
@@ -371,22 +383,25 @@ def test_rendered_chart_applies_with_kubectl(helm: Path, kube_api: KubeApi,
     )
 
 
-def _free_port() -> int:
-    from tests.kube.emulator import free_port
-
-    return free_port()
-
-
-def test_operator_runs_from_the_rendered_settings(helm: Path, kube_api: KubeApi,
-                                                  tmp_path: Path) -> None:
+def test_operator_runs_from_the_rendered_settings(
+    helm: Path, kube_api: KubeApi, tmp_path: Path
+) -> None:
     artifacts = tmp_path / "artifacts"
-    docs = render(helm, "--include-crds", "--set", "trainer.image=registry.local/trainer:9",
-                  "--set", "kueue.queueName=", "--set", f"artifacts.uri=file://{artifacts}")
+    docs = render(
+        helm,
+        "--include-crds",
+        "--set",
+        "trainer.image=registry.local/trainer:9",
+        "--set",
+        "kueue.queueName=",
+        "--set",
+        f"artifacts.uri=file://{artifacts}",
+    )
     _apply_chart(kube_api, docs)
     (container,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     # The rendered command and arguments, except for the two ports: the rendered ones are fixed
     # container ports (8000, 8080) that a local process cannot count on, so they get free ones.
-    metrics_port, health_port = _free_port(), _free_port()
+    metrics_port, health_port = free_port(), free_port()
     args = [f"--metrics-port={metrics_port}" if a.startswith("--metrics-port") else
             f"--health-port={health_port}" if a.startswith("--health-port") else a
             for a in container["args"]]  # fmt: skip
@@ -403,10 +418,15 @@ def test_operator_runs_from_the_rendered_settings(helm: Path, kube_api: KubeApi,
             env={**kube_api.env, **env, "TMPDIR": str(tmp_path)},
         )  # fmt: skip
     try:
+
         def healthy() -> bool:
             assert operator.poll() is None, log.read_text()
-            with contextlib.suppress(OSError), urllib.request.urlopen(
-                    f"http://127.0.0.1:{health_port}/healthz", timeout=1) as response:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{health_port}/healthz", timeout=1
+                ) as response,
+            ):
                 return response.status == 200
             return False
 
@@ -417,13 +437,14 @@ def test_operator_runs_from_the_rendered_settings(helm: Path, kube_api: KubeApi,
         kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump(tj))
         path = "/apis/stagegate.io/v1alpha1/namespaces/stagegate/trainingjobs/helm-quick"
 
-        def finished() -> dict[str, Any] | None:
-            found = kube_api.get(path)
+        def finished() -> dict[str, Any]:
+            found: dict[str, Any] = kube_api.get(path)
             done = (found.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Rejected")
-            return found if done else None
+            return found if done else {}
 
-        done = kube_api.wait_for(finished, timeout=120, interval=0.5,
-                                 message="TrainingJob finished")  # fmt: skip
+        done = kube_api.wait_for(
+            finished, timeout=120, interval=0.5, message="TrainingJob finished"
+        )
         assert done["status"]["phase"] == "Succeeded", (done["status"], log.read_text()[-3000:])
         # The chart's defaults reached the step Jobs: image, service account, resources, queue.
         jobs = kube_api.get("/apis/batch/v1/namespaces/stagegate/jobs")["items"]
@@ -447,5 +468,7 @@ def test_operator_runs_from_the_rendered_settings(helm: Path, kube_api: KubeApi,
         except subprocess.TimeoutExpired:
             os.killpg(operator.pid, signal.SIGKILL)
             operator.wait(5)
-            raise AssertionError("the operator ignored SIGTERM:\n" + log.read_text()[-3000:])
+            raise AssertionError(
+                "the operator ignored SIGTERM:\n" + log.read_text()[-3000:]
+            ) from None
     assert code == 0, log.read_text()[-3000:]

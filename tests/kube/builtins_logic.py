@@ -1,8 +1,10 @@
 """Kind-specific behaviour: defaulting, validation and side effects of the built-in kinds.
 
 This is where the emulator is as strict as kube-apiserver on what Stagegate touches: DNS names,
-labels, Job and Pod templates (immutable once created), immutable ConfigMaps and Secrets, and the
-structure of CustomResourceDefinitions.
+labels, Job and Pod templates (immutable once created), immutable ConfigMaps and Secrets, the
+structure of CustomResourceDefinitions, and what the Helm chart renders: Deployments (selector
+matching the template, immutable; strategy), Services (type, ports, the cluster IP allocated
+once and kept) and RBAC objects (rules, roleRef kinds and immutability, subjects).
 """
 
 from __future__ import annotations
@@ -200,7 +202,7 @@ def _allocate_cluster_ip(api: Api, rt: ResourceType) -> str:
     raise RuntimeError("service cluster IP range exhausted")
 
 
-def _allocate_node_port(api: Api, rt: ResourceType, taken: set[int]) -> int:
+def _allocate_node_port(api: Api, rt: ResourceType, taken: set[Any]) -> int:
     for o in api.store.list(rt.key):
         taken |= {p.get("nodePort") for p in (o.get("spec") or {}).get("ports") or []
                   if isinstance(p, dict)}

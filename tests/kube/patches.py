@@ -179,6 +179,8 @@ _register(_POD_SPECS, ("hostAliases",), "ip")
 _register(_POD_SPECS, ("topologySpreadConstraints",), "topologyKey")
 _register(_POD_SPECS, ("schedulingGates",), "name")
 _register(_POD_SPECS, ("resourceClaims",), "name")
+# Service ports; no other built-in kind has spec.ports.
+_register([()], ("spec", "ports"), "port")
 _register([()], ("status", "conditions"), "type")
 _register([()], ("metadata", "ownerReferences"), "uid")
 _register([("spec", "template")], ("metadata", "ownerReferences"), "uid")

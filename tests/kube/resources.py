@@ -1,5 +1,10 @@
 """Resource types: the built-in kinds Stagegate touches and CustomResourceDefinitions.
 
+Built-in kinds: Namespace, Event, ConfigMap, Secret, ServiceAccount, Node, Pod, Service (v1);
+Deployment (apps/v1; stored only: no controller rolls it out or runs its pods); Job (batch/v1);
+Role, RoleBinding, ClusterRole, ClusterRoleBinding (rbac.authorization.k8s.io/v1; stored, not
+enforced: every client may do everything); CustomResourceDefinition (apiextensions.k8s.io/v1).
+
 Built-in kinds get hand-written structural schemas, deep enough that `fieldValidation=Strict`
 rejects a misspelt field in a Job's pod template as a real server would; rarely used subtrees
 (probes, affinity, security contexts) preserve unknown fields instead of being modelled.

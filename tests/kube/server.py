@@ -59,6 +59,13 @@ def _accept(request: web.Request) -> str | None:
     return None
 
 
+
+def parse_bool(value: str | None) -> bool:
+    """Query booleans as the API server reads them (Go's strconv.ParseBool): kubectl sends
+    `true`, the Python client `True`."""
+    return value in ("1", "t", "T", "true", "TRUE", "True")
+
+
 class Server:
     def __init__(self, api: Api, settings: ServerSettings, kubelet: Kubelet | None,
                  address: str = "") -> None:
@@ -150,7 +157,7 @@ class Server:
         method = request.method
         if method == "GET":
             if name is None:
-                if q.get("watch") in ("true", "1"):
+                if parse_bool(q.get("watch")):
                     return await self._watch(request, rt, version, namespace)
                 return self._list(request, rt, version, namespace)
             if sub == "log":
@@ -280,11 +287,11 @@ class Server:
                           parse_field_selector(q.get("fieldSelector"), rt.plural))
         as_table = _accept(request) == "Table"
         include = q.get("includeObject", "Metadata")
-        bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+        bookmarks = parse_bool(q.get("allowWatchBookmarks"))
         timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else \
             self.settings.default_watch_timeout
         rv_param = q.get("resourceVersion") or ""
-        send_initial = q.get("sendInitialEvents") in ("true", "1")
+        send_initial = parse_bool(q.get("sendInitialEvents"))
         if rv_param and not rv_param.isdigit():
             raise errors.bad_request(f'invalid resource version "{rv_param}"')
 
@@ -399,7 +406,7 @@ class Server:
         if self.kubelet is None or not self.kubelet.has_log(pod, container):
             raise errors.bad_request(f'container "{container}" in pod "{name}" is waiting to '
                                      "start: ContainerCreating")
-        follow = q.get("follow") in ("true", "1")
+        follow = parse_bool(q.get("follow"))
         tail = int(q["tailLines"]) if q.get("tailLines") else None
         limit = int(q["limitBytes"]) if q.get("limitBytes") else None
         resp = web.StreamResponse(headers={"Content-Type": "text/plain"})

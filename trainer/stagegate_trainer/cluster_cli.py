@@ -733,15 +733,18 @@ def _follow(cluster: Cluster, name: str, selector: str, tail: int | None, poll: 
     next_poll = 0.0
     while True:
         if time.monotonic() >= next_poll:
+            starting = False
             for pod in cluster.pods(selector):
                 pod_name = pod["metadata"]["name"]
                 if pod_name not in followed and _has_log(pod):
                     followed.add(pod_name)
                     live += 1
                     threading.Thread(target=pump, args=(pod_name,), daemon=True).start()
+                elif pod_name not in followed:
+                    starting = True  # a pod that will have a log: wait for it
             done = watch_outcome(cluster.get(name)) is not None
             next_poll = time.monotonic() + poll
-            if done and live == 0:
+            if done and live == 0 and not starting:
                 return
         try:
             item = lines.get(timeout=0.2)
