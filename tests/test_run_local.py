@@ -209,33 +209,43 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     )
 
 
-def _busy_workers(parent: int, timeout: float = 60) -> list[psutil.Process]:
-    """Worker processes of `parent` that are using CPU (i.e. training)."""
+def _training_worker(parent: int, timeout: float = 120) -> psutil.Process:
+    """A worker of `parent` that is training: it has used more CPU time than its start-up
+    imports take (~2 s). Cumulative CPU time, unlike a CPU percentage, does not depend on how
+    busy the machine is."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        children = psutil.Process(parent).children()
-        busy = [c for c in children if c.cpu_percent(interval=0.2) > 20]
-        if busy:
-            return busy
+        for child in psutil.Process(parent).children():
+            try:
+                times = child.cpu_times()
+                if times.user + times.system > 4.0:
+                    return child
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.1)
     raise AssertionError("no worker started training")
 
 
 SLOW_MODEL = {"maxRounds": 400, "earlyStoppingRounds": 400, "learningRate": 0.01}
+# About 10 s of CPU a fold: long enough to be caught mid-fold on a loaded machine.
+SLOWER_MODEL = {
+    "maxRounds": 4000,
+    "earlyStoppingRounds": 4000,
+    "learningRate": 0.001,
+    "numLeaves": 63,
+    "minDataInLeaf": 20,
+}
 
 
 def test_a_killed_worker_is_retried_and_nothing_half_written_counts(
     tmp_path: Path, manifest_factory: Callable[..., Path]
 ) -> None:
     runs = tmp_path / "runs"
-    path = str(manifest_factory(model=SLOW_MODEL))
+    path = str(manifest_factory(model=SLOWER_MODEL))
     process = _start(
         ["run", path, "--mode", "quick", "--output", "json", "--artifacts", str(runs)], tmp_path
     )
-    deadline = time.monotonic() + 60
-    while not (run_dir(runs) / "plan.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(3)  # past the workers' start-up imports, into the first (slow) folds
-    victim = _busy_workers(process.pid)[0]
+    victim = _training_worker(process.pid)
     victim.kill()
     out, err = process.communicate(timeout=240)
     assert process.returncode == 0, err
