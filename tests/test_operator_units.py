@@ -297,3 +297,20 @@ def test_bad_default_resources_are_refused_at_start() -> None:
     )
     assert out.returncode == 2
     assert out.stderr.startswith("stagegate-operator: STAGEGATE_TRAINER_RESOURCES:")
+
+
+def test_status_patches_carry_only_changes_and_never_nulls() -> None:
+    from stagegate_operator.reconcile import merge_diff, pruned
+
+    old = {"phase": "Quick", "etaSeconds": 12.0, "stages": {"quick": {"folds": [1], "x": 1}}}
+    new = pruned(
+        {
+            "phase": "Quick",
+            "etaSeconds": None,
+            "stage": None,
+            "stages": {"quick": {"folds": [1, 2], "x": 1}},
+        }
+    )
+    assert new == {"phase": "Quick", "stages": {"quick": {"folds": [1, 2], "x": 1}}}
+    assert merge_diff(old, new) == {"etaSeconds": None, "stages": {"quick": {"folds": [1, 2]}}}
+    assert merge_diff(new, new) == {}

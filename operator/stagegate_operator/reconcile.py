@@ -81,6 +81,31 @@ def _stable(status: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in status.items() if k not in VOLATILE}
 
 
+def pruned(value: Any) -> Any:
+    """Without null members: a merge patch deletes them, so the stored status never has them."""
+    if isinstance(value, dict):
+        return {k: pruned(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [pruned(v) for v in value]
+    return value
+
+
+def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns `old` into `new` (lists are replaced whole)."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if key not in old:
+            patch[key] = value
+        elif isinstance(before, dict) and isinstance(value, dict):
+            inner = merge_diff(before, value)
+            if inner:
+                patch[key] = inner
+        elif before != value:
+            patch[key] = value
+    return patch
+
+
 class Reconciler:
     def __init__(
         self,
@@ -424,13 +449,16 @@ class Reconciler:
         now: float,
     ) -> None:
         meta = body["metadata"]
+        new = pruned(new)
         elapsed_stale = abs(new.get("elapsedSeconds", 0) - old.get("elapsedSeconds", 0)) >= (
             ELAPSED_REFRESH_SECONDS
         )
         if _stable(new) == _stable(old) and not elapsed_stale:
             return
+        # Only what changed goes over the wire; a patch with nothing stable in it (but the
+        # elapsed time) is sent at most every ELAPSED_REFRESH_SECONDS.
         updated = await self.api.patch_status(
-            GROUP_VERSION, meta["namespace"], PLURAL, meta["name"], new
+            GROUP_VERSION, meta["namespace"], PLURAL, meta["name"], merge_diff(old, new)
         )
         self.cache.put_trainingjob(updated)
         for stage, failures in _new_failures(old, new).items():
