@@ -30,6 +30,21 @@ def _newer(incoming: dict[str, Any], cached: dict[str, Any] | None) -> bool:
     return new is None or old is None or new >= old
 
 
+def slim_job(obj: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a Job the operator reads: thousands of Jobs are cached at once."""
+    meta = obj["metadata"]
+    return {
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": dict(meta.get("labels") or {}),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "spec": {"backoffLimit": (obj.get("spec") or {}).get("backoffLimit", 0)},
+        "status": obj.get("status") or {},
+    }
+
+
 class ObjectCache:
     def __init__(self) -> None:
         self._trainingjobs: dict[Key, dict[str, Any]] = {}
@@ -39,10 +54,16 @@ class ObjectCache:
     def trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._trainingjobs.get((namespace, name))
 
-    def put_trainingjob(self, obj: dict[str, Any]) -> None:
+    def put_trainingjob(self, obj: dict[str, Any]) -> bool:
+        """Cache `obj`; False when it holds nothing new (e.g. the echo of our own patch)."""
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-        if _newer(obj, self._trainingjobs.get(key)):
+        cached = self._trainingjobs.get(key)
+        if cached is not None and _version(obj) is not None and _version(obj) == _version(cached):
+            return False
+        if _newer(obj, cached):
             self._trainingjobs[key] = obj
+            return True
+        return False
 
     def drop_trainingjob(self, namespace: str, name: str) -> None:
         self._trainingjobs.pop((namespace, name), None)
@@ -59,7 +80,7 @@ class ObjectCache:
             return
         group = self._jobs[(meta["namespace"], owner)]
         if _newer(obj, group.get(meta["name"])):
-            group[meta["name"]] = obj
+            group[meta["name"]] = slim_job(obj)
 
     def drop_job(self, namespace: str, trainingjob: str, name: str) -> None:
         self._jobs.get((namespace, trainingjob), {}).pop(name, None)

@@ -8,7 +8,6 @@ depends on seeing one particular event (level-based, not edge-based).
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -86,8 +85,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             return
         if event.get("type") == "DELETED":
             STATE.reconciler.cache.drop_trainingjob(namespace, name)
-        else:
-            STATE.reconciler.cache.put_trainingjob(copy.deepcopy(dict(event["object"])))
+        elif not STATE.reconciler.cache.put_trainingjob(dict(event["object"])):
+            return  # the echo of our own status patch: nothing new to act on
         STATE.reconciler.trigger(namespace, name)
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TJ: kopf.PRESENT}, registry=registry)
@@ -100,7 +99,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         if event.get("type") == "DELETED":
             STATE.reconciler.cache.drop_job(namespace, labels[LABEL_TJ], name)
         else:
-            STATE.reconciler.cache.put_job(copy.deepcopy(dict(event["object"])))
+            STATE.reconciler.cache.put_job(dict(event["object"]))
         STATE.reconciler.trigger(namespace, labels[LABEL_TJ])
 
 
