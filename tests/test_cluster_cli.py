@@ -273,11 +273,13 @@ def test_watch_prints_folds_until_the_gate_and_maps_phases(kube: KubeApi) -> Non
     create_tj(kube, "w")
     set_status(kube, "w", quick_status("Quick", 0))
     proc = start_watch(kube, "w")
-    time.sleep(1.0)
+    # The watch has started once it prints the phase (a fixed sleep is too short under load).
+    first = proc.stdout.readline()  # type: ignore[union-attr]
     set_status(kube, "w", quick_status("Quick", 1))
     time.sleep(0.5)
     set_status(kube, "w", quick_status("AwaitingApproval", 2, summarised=True))
-    out, err = proc.communicate(timeout=30)
+    rest, err = proc.communicate(timeout=30)
+    out = first + rest
     assert proc.returncode == 0, err
     lines = out.splitlines()
     fold_lines = [ln for ln in lines if ln.startswith("Fold ")]
@@ -291,10 +293,12 @@ def test_watch_prints_folds_until_the_gate_and_maps_phases(kube: KubeApi) -> Non
     # Approved but the operator has not acted yet: the watch goes on past the old gate.
     kube.patch(f"{TJ_PATH}/w", {"metadata": {"annotations": {"stagegate.io/approval": "approved"}}})
     proc = start_watch(kube, "w")
-    time.sleep(1.0)
+    first = proc.stdout.readline()  # type: ignore[union-attr]
+    time.sleep(0.5)
     assert proc.poll() is None
     set_status(kube, "w", {"phase": "Failed", "message": "final model failed"})
-    out, _ = proc.communicate(timeout=30)
+    rest, _ = proc.communicate(timeout=30)
+    out = first + rest
     assert proc.returncode == 1 and "Failed: final model failed" in out
 
     for phase, code in (("Rejected", 4), ("Cancelled", 130), ("Succeeded", 0)):

@@ -116,8 +116,10 @@ class Reconciler:
         trainer_command: tuple[str, ...] = ("stagegate",),
         defaults: TrainerDefaults | None = None,
         cache: ObjectCache | None = None,
+        settle_seconds: float = 0.25,
     ) -> None:
         self.trainer_command = trainer_command
+        self.settle_seconds = settle_seconds
         self.defaults = defaults or TrainerDefaults()
         self.cache = cache or ObjectCache()
         # With a cache fed by watches (the kopf handlers), Jobs are read from it, not listed.
@@ -144,6 +146,9 @@ class Reconciler:
                 await self.reconcile_safely(*key)
                 if key not in self._dirty:
                     break
+                # More happened meanwhile (a Job's events come in bursts): let the burst
+                # finish, so one pass sees it all instead of one pass per event.
+                await asyncio.sleep(self.settle_seconds)
         finally:
             self._running.pop(key, None)
 
