@@ -40,36 +40,25 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from bench_features_labels import best_of  # this folder: scripts run as bench/<name>.py
 from stagegate_trainer import fold as fold_module
 from stagegate_trainer import steps
 from stagegate_trainer.dataset import LABEL, build_dataset, timestamps_ns
 from stagegate_trainer.features import FEATURE_NAMES
 from stagegate_trainer.spec import ModelSpec, parse_manifest
 
-T = TypeVar("T")
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv" / "BTC_USDT-15m.parquet"
 )
 TARGET_FACTOR, TARGET_SLACK = 1.3, 1.0
-
-
-def best_of(runs: int, fn: Callable[[], T]) -> tuple[float, T]:
-    best, result = float("inf"), None
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    assert result is not None
-    return best, result
 
 
 def manifest(name: str, artifacts: Path, stage: str, data: dict[str, Any]) -> Any:

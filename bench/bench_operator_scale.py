@@ -146,16 +146,10 @@ class Processes:
 
     @staticmethod
     def stop(proc: subprocess.Popen[Any], grace: float = 20.0) -> None:
-        if proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        sys.path.insert(0, str(ROOT))
+        from tests.kube.util import kill_group
+
+        kill_group(proc, grace)
 
     def stop_all(self, verbose: bool = False) -> None:
         for proc in reversed(self.procs):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
+import os
 import re
+import signal
+import subprocess
 from typing import Any
 
 Obj = dict[str, Any]
@@ -154,3 +158,18 @@ def _scalar_text(value: Any) -> str:
 
 def cell_text(values: list[Any]) -> str:
     return ",".join(_scalar_text(v) for v in values)
+
+
+def kill_group(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """Stop a process started with start_new_session: SIGTERM its group, SIGKILL after
+    `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(grace)

@@ -53,7 +53,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -74,6 +73,7 @@ from tests.kube.emulator import (
     free_port,
     write_kubeconfig,
 )
+from tests.kube.util import kill_group
 
 REPO = Path(__file__).resolve().parents[2]
 FETCH_SCRIPT = REPO / "scripts" / "fetch-kube-binaries"
@@ -102,8 +102,9 @@ def fetch_kube_binaries() -> KubeBinaries:
     if kubectl_path.exists() and helm_path.exists():
         return KubeBinaries(kubectl_path, helm_path)
     env = {**os.environ, "PYTHON": sys.executable}
-    out = subprocess.run([str(FETCH_SCRIPT)], check=True, capture_output=True, text=True,
-                         env=env, timeout=600)
+    out = subprocess.run(
+        [str(FETCH_SCRIPT)], check=True, capture_output=True, text=True, env=env, timeout=600
+    )
     kubectl, helm = out.stdout.strip().splitlines()[-2:]
     return KubeBinaries(Path(kubectl), Path(helm))
 
@@ -133,52 +134,78 @@ class KubeApi:
 
     # --- binaries ------------------------------------------------------------------------
 
-    def _run(self, binary: Path, args: tuple[str, ...], input: str | None, check: bool,
-             timeout: float) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.Popen([str(binary), *args], stdin=subprocess.PIPE if input is not None
-                                else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self.env,
-                                start_new_session=True)
+    def _run(
+        self, binary: Path, args: tuple[str, ...], input: str | None, check: bool, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.Popen(
+            [str(binary), *args],
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            start_new_session=True,
+        )
         try:
             out, err = proc.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             out, err = proc.communicate()
-            raise AssertionError(f"{binary.name} {' '.join(args)} timed out after {timeout}s\n"
-                                 f"stdout:\n{out}\nstderr:\n{err}") from None
+            raise AssertionError(
+                f"{binary.name} {' '.join(args)} timed out after {timeout}s\n"
+                f"stdout:\n{out}\nstderr:\n{err}"
+            ) from None
         done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
         if check and done.returncode != 0:
-            raise AssertionError(f"{binary.name} {' '.join(args)} exited {done.returncode}\n"
-                                 f"stdout:\n{out}\nstderr:\n{err}")
+            raise AssertionError(
+                f"{binary.name} {' '.join(args)} exited {done.returncode}\n"
+                f"stdout:\n{out}\nstderr:\n{err}"
+            )
         return done
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return self._run(self.binaries.kubectl, args, input, check, timeout)
 
-    def helm(self, *args: str, input: str | None = None, check: bool = True,
-             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def helm(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return self._run(self.binaries.helm, args, input, check, timeout)
 
     def popen(self, *argv: str, **kwargs: Any) -> subprocess.Popen[str]:
         proc: subprocess.Popen[str] = subprocess.Popen(
-            list(argv), env=self.env, stdout=kwargs.pop("stdout", subprocess.PIPE),
-            stderr=kwargs.pop("stderr", subprocess.PIPE), text=True, start_new_session=True,
-            **kwargs)
+            list(argv),
+            env=self.env,
+            stdout=kwargs.pop("stdout", subprocess.PIPE),
+            stderr=kwargs.pop("stderr", subprocess.PIPE),
+            text=True,
+            start_new_session=True,
+            **kwargs,
+        )
         self._procs.append(proc)
         return proc
 
     # --- HTTP ----------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None, *,
-                content_type: str = "application/json", query: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30,
+    ) -> tuple[int, Any]:
         url = self.url + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": content_type, **(headers or {})})
+        req = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": content_type, **(headers or {})}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 status, raw = resp.status, resp.read()
@@ -213,22 +240,29 @@ class KubeApi:
 
         def served() -> bool:
             status, body = self.request("GET", path)
-            return status == 200 and any(r["name"] == spec["names"]["plural"]
-                                         for r in body.get("resources", []))
+            return status == 200 and any(
+                r["name"] == spec["names"]["plural"] for r in body.get("resources", [])
+            )
 
         self.wait_for(served, message=f"CRD {crd['metadata']['name']} served")
         return created
 
-    def wait_for(self, predicate: Callable[[], T], timeout: float = 10, interval: float = 0.1,
-                 message: str = "") -> T:
+    def wait_for(
+        self,
+        predicate: Callable[[], T],
+        timeout: float = 10,
+        interval: float = 0.1,
+        message: str = "",
+    ) -> T:
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for "
-                                     f"{message or predicate}")
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {message or predicate}"
+                )
             time.sleep(interval)
 
     def compact(self) -> None:
@@ -239,33 +273,20 @@ class KubeApi:
 
     def close(self) -> None:
         for proc in self._procs:
-            _kill_group(proc)
+            kill_group(proc)
         self._procs.clear()
 
 
-def _kill_group(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(grace)
-
-
 @contextlib.contextmanager
-def start_kube_api(tmp: Path, binaries: KubeBinaries, *, subprocess_mode: bool = False
-                   ) -> Iterator[KubeApi]:
+def start_kube_api(
+    tmp: Path, binaries: KubeBinaries, *, subprocess_mode: bool = False
+) -> Iterator[KubeApi]:
     """An emulator for one test: in a thread (default) or as a subprocess."""
     home = tmp / "kube-home"
     home.mkdir(parents=True, exist_ok=True)
     kubeconfig = tmp / "kubeconfig.yaml"
     if not subprocess_mode:
-        thread = EmulatorThread(EmulatorSettings(workdir=tmp / "kubelet",
-                                                 **TEST_SETTINGS)).start()  # type: ignore[arg-type]
+        thread = EmulatorThread(EmulatorSettings(workdir=tmp / "kubelet", **TEST_SETTINGS)).start()  # type: ignore[arg-type]
         write_kubeconfig(kubeconfig, thread.url)
         api = KubeApi(thread.url, kubeconfig, home, binaries, thread)
         try:
@@ -275,27 +296,45 @@ def start_kube_api(tmp: Path, binaries: KubeBinaries, *, subprocess_mode: bool =
             thread.stop()
         return
     port = free_port()
-    cmd = [sys.executable, "-m", "tests.kube", "serve", "--port", str(port), "--kubeconfig",
-           str(kubeconfig), "--workdir", str(tmp / "kubelet"),
-           "--bookmark-interval", str(TEST_SETTINGS["bookmark_interval"]),
-           "--job-backoff", str(TEST_SETTINGS["job_backoff_seconds"]),
-           "--restart-backoff", str(TEST_SETTINGS["restart_backoff_seconds"])]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=None, text=True,
-                            start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.kube",
+        "serve",
+        "--port",
+        str(port),
+        "--kubeconfig",
+        str(kubeconfig),
+        "--workdir",
+        str(tmp / "kubelet"),
+        "--bookmark-interval",
+        str(TEST_SETTINGS["bookmark_interval"]),
+        "--job-backoff",
+        str(TEST_SETTINGS["job_backoff_seconds"]),
+        "--restart-backoff",
+        str(TEST_SETTINGS["restart_backoff_seconds"]),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True
+    )
     ready: list[str] = []
-    reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()  # type: ignore[union-attr]
-                                                          ), daemon=True)
+    reader = threading.Thread(
+        target=lambda: ready.append(
+            proc.stdout.readline()  # type: ignore[union-attr]
+        ),
+        daemon=True,
+    )
     reader.start()
     reader.join(30)
     if not ready or "ready" not in ready[0]:
-        _kill_group(proc)
+        kill_group(proc)
         raise RuntimeError(f"kube emulator did not start: {ready!r}")
     api = KubeApi(f"http://127.0.0.1:{port}", kubeconfig, home, binaries)
     try:
         yield api
     finally:
         api.close()
-        _kill_group(proc, grace=15)
+        kill_group(proc, grace=15)
 
 
 @pytest.fixture(scope="session")
