@@ -322,6 +322,9 @@ def manifest(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "timeframe": "M15",
             "parallelism": args.parallelism,
             "stages": {"quick": {"maxFolds": args.quick_folds}, "full": {"maxFolds": args.folds}},
+            # The operator refuses a relative folder (no two pods could share it); the stub
+            # trainer writes nothing there.
+            "artifacts": {"uri": "file:///tmp/stagegate-bench-runs"},
         },
     }
 

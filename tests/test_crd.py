@@ -43,6 +43,7 @@ def test_printer_columns() -> None:
         "Accuracy",
         "Recall",
         "AUC",
+        "EXP R",
         "Age",
     ]
 
@@ -83,3 +84,19 @@ def test_schema_is_structural() -> None:
 
     walk(_version()["schema"]["openAPIV3Schema"], "")
     yaml.safe_load(render_crd())  # and the rendering is valid YAML
+
+
+def test_cel_rules_refuse_long_names_and_a_claim_without_a_file_uri() -> None:
+    """The rules the API server checks at apply (their behaviour is tested against a real one)."""
+    from stagegate_trainer.naming import DNS_LABEL_MAX, LONGEST_SUFFIX, MAX_NAME_LENGTH
+
+    schema = _version()["schema"]["openAPIV3Schema"]
+    (name_rule,) = schema["x-kubernetes-validations"]
+    assert name_rule["rule"] == f"size(self.metadata.name) <= {MAX_NAME_LENGTH}"
+    assert MAX_NAME_LENGTH + len(LONGEST_SUFFIX) == DNS_LABEL_MAX == 63
+    assert "at most 47 characters" in name_rule["message"]
+    assert "at most 63 characters in a Job name" in name_rule["message"]
+    artifacts = schema["properties"]["spec"]["properties"]["artifacts"]
+    (claim_rule,) = artifacts["x-kubernetes-validations"]
+    assert claim_rule["rule"] == "!has(self.volumeClaim) || self.uri.startsWith('file:///')"
+    assert artifacts["properties"]["volumeClaim"]["type"] == "string"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stagegate_trainer.features import BASELINE_FEATURES, FEATURE_NAMES, atr, build_features
 
+from tests.support import candles
+
 BAR = timedelta(minutes=15)
-# shared/ lies beside the checkout (the same layout in CI).
-BTC = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv" / "BTC_USDT-15m.parquet"
+# Real candles, committed in the repository (see tests/support/candles.py).
+BTC = candles.path("BTC_USDT-15m.parquet")
 needs_btc = pytest.mark.skipif(not BTC.exists(), reason=f"{BTC} not present")
 
 
@@ -41,7 +42,7 @@ def random_ohlcv(
 
 
 def load_btc(start: str, end: str) -> pd.DataFrame:
-    frame = pd.read_parquet(BTC)
+    frame = candles.read("BTC_USDT-15m.parquet")
     ts = frame["timestamp"]
     mask = (ts >= pd.Timestamp(start, tz="UTC")) & (ts < pd.Timestamp(end, tz="UTC"))
     return frame[mask].reset_index(drop=True)

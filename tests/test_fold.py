@@ -139,7 +139,8 @@ def test_a_random_walk_has_no_edge(tmp_path: Path, manifest_factory: Callable[..
         str(tmp_path / "runs"),
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr
+    # No edge, so the gates fail: the run completes with exit code 5 (completed, gates failed).
+    assert result.returncode == 5, result.stderr
     summary = json.loads(result.stdout)["stages"]["quick"]["summary"]
     print("random-walk mean ROC AUC", summary["rocAuc"])
     assert abs(summary["rocAuc"]["mean"] - 0.5) < 0.03, summary["rocAuc"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -15,8 +14,11 @@ from hypothesis import strategies as st
 from stagegate_trainer.features import atr
 from stagegate_trainer.labels import barrier_labels, label_horizon_purge
 
+from tests.support import candles
+
 BAR = timedelta(minutes=15)
-BTC = Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv" / "BTC_USDT-15m.parquet"
+# Real candles, committed in the repository (see tests/support/candles.py).
+BTC = candles.path("BTC_USDT-15m.parquet")
 needs_btc = pytest.mark.skipif(not BTC.exists(), reason=f"{BTC} not present")
 Barriers = Literal["volatility", "fixed"]
 
@@ -309,7 +311,7 @@ def test_rejects_bad_arguments() -> None:
 
 @pytest.fixture(scope="module")
 def btc() -> pd.DataFrame:
-    return pd.read_parquet(BTC)
+    return candles.read("BTC_USDT-15m.parquet")
 
 
 def broken_window_rows(ts: pd.Series, horizon: int, bar: timedelta) -> set[int]:

@@ -10,7 +10,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.support.operator import TJ_PATH, Cluster, kill_training_fold, poll
+from tests.support.operator import Cluster, kill_training_fold, poll
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
 
@@ -20,6 +20,8 @@ OPEN_GATES = {
     "minRocAuc": 0,
     "minF1": 0,
     "mustBeatBaselines": False,
+    "minExpectedReturn": None,
+    "minTrades": None,
 }
 
 
@@ -28,8 +30,7 @@ def reasons(cluster: Cluster, name: str) -> list[str]:
 
 
 def run_keys(cluster: Cluster, tj: dict[str, Any]) -> dict[str, Any]:
-    uid = tj["metadata"]["uid"]
-    return cluster.objects(f"runs/default/{tj['metadata']['name']}/{uid}/")
+    return cluster.objects(cluster.run_prefix(tj))
 
 
 def test_sequential_manual_approval(cluster: Cluster) -> None:
@@ -57,7 +58,7 @@ def test_sequential_manual_approval(cluster: Cluster) -> None:
     assert status["progress"] == "4/4"
     assert [c["type"] for c in status["conditions"] if c["status"] == "True"].count("Complete")
     keys = run_keys(cluster, done)
-    prefix = f"runs/default/btc/{done['metadata']['uid']}/"
+    prefix = cluster.run_prefix(done)
     for rel in (
         "model/model.txt",
         "model/model_card.json",
@@ -143,7 +144,7 @@ def test_delete_mid_run_leaves_nothing(cluster: Cluster) -> None:
     )
     cluster.kube.kubectl("delete", "tj", "gone", "--timeout=60s")
     poll(lambda: not cluster.jobs("gone") and not cluster.pods("gone"), timeout=60)
-    cms = cluster.kube.get("/api/v1/namespaces/default/configmaps")["items"]
+    cms = cluster.kube.get(f"/api/v1/namespaces/{cluster.ns}/configmaps")["items"]
     assert not [c for c in cms if c["metadata"]["name"] == "gone-spec"]
     time.sleep(1)
     assert not pod_processes("gone-")
@@ -168,19 +169,19 @@ def test_suspend_and_resume(cluster: Cluster) -> None:
     time.sleep(3)
     assert cluster.tj("pause")["status"]["phase"] == "Pending"
     assert not cluster.jobs("pause")
-    cluster.kube.patch(f"{TJ_PATH}/pause", {"spec": {"suspend": False}})
+    cluster.kube.patch(f"{cluster.tj_path}/pause", {"spec": {"suspend": False}})
     poll(
         lambda: any(
             j["metadata"]["labels"]["stagegate.io/step"] == "fold" for j in cluster.jobs("pause")
         ),
         timeout=60,
     )
-    cluster.kube.patch(f"{TJ_PATH}/pause", {"spec": {"suspend": True}})
+    cluster.kube.patch(f"{cluster.tj_path}/pause", {"spec": {"suspend": True}})
     poll(lambda: "suspended" in cluster.tj("pause")["status"].get("message", ""), timeout=30)
     poll(
         lambda: all(j.get("status", {}).get("succeeded") for j in cluster.jobs("pause")), timeout=30
     )
-    cluster.kube.patch(f"{TJ_PATH}/pause", {"spec": {"suspend": False}})
+    cluster.kube.patch(f"{cluster.tj_path}/pause", {"spec": {"suspend": False}})
     status = cluster.wait_phase("pause", "Succeeded", "Failed")["status"]
     assert status["phase"] == "Succeeded", status["message"]
 
@@ -240,17 +241,17 @@ def test_schema_violations_are_refused_by_kubectl(cluster: Cluster) -> None:
         "apply", "-f", "-", input=__import__("yaml").safe_dump(typo), check=False
     )
     assert out.returncode != 0 and "sybmol" in out.stderr
-    assert cluster.kube.request("GET", f"{TJ_PATH}/bad")[0] == 404
+    assert cluster.kube.request("GET", f"{cluster.tj_path}/bad")[0] == 404
 
 
 def test_unreachable_s3_fails_with_the_reason(cluster: Cluster) -> None:
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "dead-s3", "namespace": "default"},
+        "metadata": {"name": "dead-s3", "namespace": cluster.ns},
         "stringData": {
-            "AWS_ACCESS_KEY_ID": "x",
-            "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_ACCESS_KEY_ID": "dead-key",
+            "AWS_SECRET_ACCESS_KEY": "dead-secret-value",
             "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
         },
     }
@@ -263,14 +264,14 @@ def test_unreachable_s3_fails_with_the_reason(cluster: Cluster) -> None:
     assert "prepare failed after 2 attempts" in status["message"]
     assert "127.0.0.1:9" in status["message"]
     assert "Failed" in reasons(cluster, "nos3")
-    assert "y" not in status["message"].split()  # the secret never reaches the status
+    assert "dead-secret-value" not in status["message"]  # the secret never reaches the status
 
 
 def test_a_spec_change_after_start_is_refused(cluster: Cluster) -> None:
     cluster.apply(cluster.manifest("frozen"))
     waiting = cluster.wait_phase("frozen", "AwaitingApproval")["status"]
     assert waiting["runSpec"]["model"]["seed"] == 42
-    cluster.kube.patch(f"{TJ_PATH}/frozen", {"spec": {"model": {"seed": 7}}})
+    cluster.kube.patch(f"{cluster.tj_path}/frozen", {"spec": {"model": {"seed": 7}}})
     poll(lambda: "SpecChangeRefused" in reasons(cluster, "frozen"), timeout=30)
     warning = next(e for e in cluster.events("frozen") if e["reason"] == "SpecChangeRefused")
     assert warning["type"] == "Warning"
@@ -280,5 +281,5 @@ def test_a_spec_change_after_start_is_refused(cluster: Cluster) -> None:
     assert done["runSpec"]["model"]["seed"] == 42
     assert done["specFingerprint"] == waiting["specFingerprint"]
     tj = cluster.tj("frozen")
-    card = cluster.read_json(f"runs/default/frozen/{tj['metadata']['uid']}/model/model_card.json")
+    card = cluster.read_json(cluster.run_prefix(tj) + "model/model_card.json")
     assert card["spec"]["model"]["seed"] == 42  # the full stage ran the spec it started with

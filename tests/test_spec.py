@@ -77,6 +77,14 @@ def test_ccxt_and_stagegate_timeframes(spelling: str) -> None:
         ({"parallelism": 0}, "spec.parallelism: must be at least 1"),
         ({"data": {"source": "s3"}}, "spec.data: uri is required when source is 's3'"),
         ({"artifacts": {"uri": "ftp://x"}}, "spec.artifacts.uri: must start with s3:// or file://"),
+        (
+            {"artifacts": {"uri": "runs", "volumeClaim": "rwx"}},
+            "spec.artifacts: uri must be file:///<absolute path> when volumeClaim is set",
+        ),
+        (
+            {"artifacts": {"volumeClaim": "Not_A_Name"}},
+            "spec.artifacts.volumeClaim: does not match",
+        ),
         ({"symbol": "btcusdt"}, "spec.symbol: does not match"),
         ({"sybmol": "BTC/USDT"}, "spec.sybmol: unknown field"),
     ],

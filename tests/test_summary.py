@@ -14,7 +14,13 @@ from stagegate_trainer.spec import GatesSpec
 from stagegate_trainer.summary import BASELINES, aggregate, evaluate_gates, summarise_stage
 
 GATE_NAMES = ("minAccuracy", "minRecall", "minRocAuc", "minF1")
-BASELINE_GATES = ("beatsMajority", "beatsAlwaysPositive", "beatsVolatilityTime")
+BASELINE_GATES = (
+    "beatsMajority",
+    "beatsAlwaysPositive",
+    "beatsVolatilityTime",
+    "beatsVolatilityTimeR",
+)
+TRADING_GATES = ("minExpectedReturn", "minTrades")
 
 
 def block(**means: float | None) -> dict[str, dict[str, float | None]]:
@@ -106,10 +112,15 @@ SPEC_FIELD = {
 }
 
 
+# The min* gates judge stage means; these tests switch the other gates off to isolate them.
+MEANS_ONLY = {"must_beat_baselines": False, "min_expected_return": None, "min_trades": None}
+
+
 def test_all_gates_pass_with_a_good_model() -> None:
-    results = evaluate_gates(GatesSpec(), passing_model(), weak_baselines())
-    assert [r["gate"] for r in results] == list(GATE_NAMES + BASELINE_GATES)
-    assert all(r["passed"] for r in results)
+    folds = [paired_fold(i, auc=0.6 + i / 100, r=0.3 + i / 20) for i in range(1, 6)]
+    results = evaluate_gates(GatesSpec(), passing_model(), weak_baselines(), folds)
+    assert [r["gate"] for r in results] == list(GATE_NAMES + BASELINE_GATES + TRADING_GATES)
+    assert all(r["passed"] for r in results), [r for r in results if not r["passed"]]
     by_name = {r["gate"]: r for r in results}
     assert by_name["minAccuracy"] == {
         "gate": "minAccuracy",
@@ -117,15 +128,16 @@ def test_all_gates_pass_with_a_good_model() -> None:
         "value": 0.7,
         "threshold": 0.60,
         "passed": True,
+        "verdict": "pass",
     }
-    assert by_name["beatsVolatilityTime"]["threshold"] == 0.55
-    assert by_name["beatsAlwaysPositive"]["metric"] == "f1"
+    assert by_name["beatsVolatilityTime"]["threshold"] == pytest.approx(0.55)
+    assert by_name["beatsAlwaysPositive"]["metric"] == "expectedR"
 
 
 @pytest.mark.parametrize("gate", GATE_NAMES)
 @pytest.mark.parametrize(("delta", "passed"), [(0.0, True), (1e-6, True), (-1e-6, False)])
 def test_threshold_gates_are_inclusive(gate: str, delta: float, passed: bool) -> None:
-    gates = GatesSpec(must_beat_baselines=False)
+    gates = GatesSpec(**MEANS_ONLY)
     threshold = getattr(gates, SPEC_FIELD[gate])
     model = passing_model()
     model[THRESHOLDS[gate]] = {"mean": threshold + delta, "std": 0.0}
@@ -134,32 +146,59 @@ def test_threshold_gates_are_inclusive(gate: str, delta: float, passed: bool) ->
     assert all(v for name, v in result.items() if name != gate)
 
 
-BASELINE_CASES = [
-    ("beatsMajority", "majority", "accuracy"),
-    ("beatsAlwaysPositive", "alwaysPositive", "f1"),
-    ("beatsVolatilityTime", "volatilityTime", "rocAuc"),
-]
+def paired_fold(
+    number: int, *, auc: float = 0.6, r: float = 0.3, trades: int = 40
+) -> dict[str, Any]:
+    """A fold whose model beats every baseline by a margin that varies a little per fold."""
+    return {
+        "fold": number,
+        "model": {"accuracy": 0.62 + number / 200, "recall": 0.5, "rocAuc": auc, "f1": 0.6},
+        "baselines": {
+            "majority": {"accuracy": 0.55},
+            "alwaysPositive": {"f1": 0.4},
+            "volatilityTime": {"rocAuc": 0.55},
+        },
+        "trading": {
+            "model": {"expectedR": r, "trades": trades},
+            "baselines": {
+                "alwaysPositive": {"expectedR": -0.6, "trades": 900},
+                "volatilityTime": {"expectedR": -0.2, "trades": 100},
+            },
+        },
+    }
 
 
-@pytest.mark.parametrize(("gate", "baseline", "metric"), BASELINE_CASES)
-@pytest.mark.parametrize(("delta", "passed"), [(0.0, False), (1e-6, True), (-1e-6, False)])
-def test_baselines_must_be_beaten_strictly(
-    gate: str, baseline: str, metric: str, delta: float, passed: bool
-) -> None:
-    model = passing_model()
-    baselines = weak_baselines()
-    value = model[metric]["mean"]
-    baselines[baseline] = block(**{metric: value - delta})
-    result = verdicts(evaluate_gates(GatesSpec(), model, baselines))
-    assert result[gate] is passed
-    assert all(v for name, v in result.items() if name != gate)
+def test_baselines_are_beaten_on_the_per_fold_bound_not_on_means() -> None:
+    # The model's mean AUC is above the baseline's, but the per-fold difference swings around
+    # zero: not enough evidence.
+    folds = [paired_fold(i, auc=a) for i, a in enumerate([0.53, 0.60, 0.56], 1)]
+    result = {g["gate"]: g for g in evaluate_gates(GatesSpec(), passing_model(), {}, folds)}
+    gate = result["beatsVolatilityTime"]
+    assert gate["value"] > gate["threshold"]
+    assert gate["verdict"] == "not enough evidence" and gate["passed"] is False
+    # The same mean with a steady margin passes.
+    steady = [paired_fold(i, auc=a) for i, a in enumerate([0.565, 0.563, 0.562], 1)]
+    result = {g["gate"]: g for g in evaluate_gates(GatesSpec(), passing_model(), {}, steady)}
+    assert result["beatsVolatilityTime"]["verdict"] == "pass"
+    # A tie in every fold beats nothing.
+    tied = [paired_fold(i, auc=0.55) for i in range(1, 5)]
+    result = {g["gate"]: g for g in evaluate_gates(GatesSpec(), passing_model(), {}, tied)}
+    assert result["beatsVolatilityTime"]["verdict"] == "fail"
 
 
-@pytest.mark.parametrize(("gate", "baseline", "metric"), BASELINE_CASES)
-def test_missing_baseline_fails_its_gate(gate: str, baseline: str, metric: str) -> None:
-    baselines = weak_baselines()
-    baselines[baseline] = block()
-    result = verdicts(evaluate_gates(GatesSpec(), passing_model(), baselines))
+@pytest.mark.parametrize(("gate", "path"), [
+    ("beatsMajority", ("baselines", "majority", "accuracy")),
+    ("beatsVolatilityTime", ("baselines", "volatilityTime", "rocAuc")),
+    ("beatsAlwaysPositive", ("trading", "baselines", "alwaysPositive", "expectedR")),
+])  # fmt: skip
+def test_missing_baseline_fails_its_gate(gate: str, path: tuple[str, ...]) -> None:
+    folds = [paired_fold(i) for i in range(1, 5)]
+    for f in folds:
+        block = f
+        for key in path[:-1]:
+            block = block[key]
+        block[path[-1]] = None
+    result = verdicts(evaluate_gates(GatesSpec(), passing_model(), {}, folds))
     assert result[gate] is False
 
 
@@ -176,23 +215,26 @@ def test_missing_model_metric_fails(metric: str) -> None:
 
 
 def test_must_beat_baselines_false_drops_the_baseline_gates() -> None:
-    strong = {b: block(accuracy=0.99, f1=0.99, rocAuc=0.99) for b in BASELINES}
-    with_baselines = verdicts(evaluate_gates(GatesSpec(), passing_model(), strong))
-    assert [with_baselines[g] for g in BASELINE_GATES] == [False, False, False]
-    without = evaluate_gates(GatesSpec(must_beat_baselines=False), passing_model(), strong)
-    assert [r["gate"] for r in without] == list(GATE_NAMES)
-    assert all(r["passed"] for r in without)
+    folds = [paired_fold(i, auc=0.4) for i in range(1, 4)]  # below the vol/time baseline
+    with_baselines = verdicts(evaluate_gates(GatesSpec(), passing_model(), {}, folds))
+    assert with_baselines["beatsVolatilityTime"] is False
+    gates = GatesSpec(must_beat_baselines=False)
+    without = evaluate_gates(gates, passing_model(), {}, folds)
+    assert [r["gate"] for r in without] == list(GATE_NAMES + TRADING_GATES)
 
 
 def test_original_targets_met_by_a_trivial_classifier_fail_on_baselines() -> None:
     # "Always positive" at a 40 % positive rate: recall 1, F1 0.571 beats minF1 0.45 ...
     trivial = block(accuracy=0.6, recall=1.0, rocAuc=0.61, f1=2 * 0.4 / 1.4)
-    baselines = {
-        "majority": block(accuracy=0.6),
-        "alwaysPositive": block(f1=2 * 0.4 / 1.4),
-        "volatilityTime": block(rocAuc=0.61),
-    }
-    result = verdicts(evaluate_gates(GatesSpec(), trivial, baselines))
+    folds = []
+    for i in range(1, 6):
+        f = paired_fold(i, auc=0.5, r=-0.6)  # its trades are the always-positive trades
+        f["model"]["accuracy"] = 0.6  # no better than the majority class
+        f["baselines"]["majority"]["accuracy"] = 0.6
+        f["baselines"]["volatilityTime"]["rocAuc"] = 0.5
+        folds.append(f)
+    result = verdicts(evaluate_gates(GatesSpec(**MEANS_ONLY | {"must_beat_baselines": True}),
+                                     trivial, {}, folds))  # fmt: skip
     assert all(result[g] for g in GATE_NAMES)
     assert not any(result[g] for g in BASELINE_GATES)  # ... but beats no baseline
 
@@ -224,15 +266,17 @@ def test_summary_passed_is_the_and_of_its_gates(data: st.DataObject, must_beat: 
     )
     summary = summarise_stage("quick", order, gates)
     assert summary["passed"] is all(g["passed"] for g in summary["gates"])
-    assert len(summary["gates"]) == (7 if must_beat else 4)
+    assert len(summary["gates"]) == (10 if must_beat else 6)
     assert summary["folds"] == count
     assert [f["fold"] for f in summary["perFold"]] == list(range(1, count + 1))
     for g in summary["gates"]:
-        expected = (
-            g["value"] > g["threshold"]
-            if g["gate"].startswith("beats")
-            else (g["value"] >= g["threshold"])
-        )
+        if g["gate"].startswith("beats"):
+            # Paired per fold: passes only on a lower bound above zero, never on one fold.
+            expected = g["bound"] is not None and g["bound"] > 0
+        elif g["gate"] in TRADING_GATES:
+            expected = False  # these folds carry no trading metrics
+        else:
+            expected = g["value"] >= g["threshold"]
         assert g["passed"] is expected
     for metric in METRICS:
         per_fold = np.array([f["model"][metric] for f in folds])
@@ -251,14 +295,14 @@ def test_summary_hand_case() -> None:
         fold(2, {**good, "accuracy": 0.8}, **weak_fold_baselines()),
         fold(1, good, **weak_fold_baselines()),
     ]
-    summary = summarise_stage("full", folds, GatesSpec())
+    summary = summarise_stage("full", folds, GatesSpec(**MEANS_ONLY))
     assert summary["stage"] == "full"
     assert summary["model"]["accuracy"] == pytest.approx({"mean": 0.75, "std": 0.05})
     assert summary["perFold"][0]["fold"] == 1
     assert summary["perFold"][1]["accuracy"] == 0.8
     assert summary["perFold"][0]["brier"] is None
     assert summary["passed"] is True
-    failing = summarise_stage("full", folds, GatesSpec(min_recall=0.51))
+    failing = summarise_stage("full", folds, GatesSpec(**MEANS_ONLY | {"min_recall": 0.51}))
     assert failing["passed"] is False
     assert [g["gate"] for g in failing["gates"] if not g["passed"]] == ["minRecall"]
 
@@ -275,7 +319,8 @@ def weak_fold_baselines() -> dict[str, dict[str, float]]:
     ("gate", "model_value", "baseline_value", "expected"),
     [
         ("minAccuracy", {"accuracy": 0.5999996}, {}, False),
-        ("beatsVolatilityTime", {}, {"rocAuc": 0.6999997}, True),
+        # One fold has no spread to bound: never enough evidence, however large the margin.
+        ("beatsVolatilityTime", {}, {"rocAuc": 0.2}, False),
     ],
 )
 def test_gates_judge_unrounded_means(

@@ -25,6 +25,7 @@ MANIFEST_ENV = "STAGEGATE_MANIFEST"
 TERMINATION_LOG = "/dev/termination-log"
 # Finished Jobs stay a day for `kubectl logs`; the status keeps their results after that.
 TTL_SECONDS = 86_400
+TRAINER_GID = 10001  # Dockerfile.trainer's group (USER 10001:10001)
 
 
 def spec_configmap_name(tj: str) -> str:
@@ -180,9 +181,22 @@ def step_job(
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
+        # What the `restricted` Pod Security level asks of every pod.
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
+    claim = spec.artifacts.volume_claim
+    if claim is not None:
+        # The shared artifacts folder: the same ReadWriteMany claim at the same path (the
+        # file:// URI's) in every step pod, so each step sees the others' results.
+        pod["volumes"].append({"name": "artifacts", "persistentVolumeClaim": {"claimName": claim}})
+        container["volumeMounts"].append(
+            {"name": "artifacts", "mountPath": spec.artifacts.mount_path()}
+        )
+        # fsGroup makes the volume group-owned and adds the group to the pod's processes, so
+        # the non-root trainer can write it whatever uid its image runs as.
+        pod["securityContext"]["fsGroup"] = TRAINER_GID
     if owner.service_account:
         pod["serviceAccountName"] = owner.service_account
     job: dict[str, Any] = {

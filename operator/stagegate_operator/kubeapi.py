@@ -51,7 +51,9 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
 
     configuration = client.Configuration()
     config.load_kube_config(config_file=path, client_configuration=configuration)
-    token = (configuration.api_key or {}).get("authorization", "")
+    # kubernetes-client names the key "BearerToken" since v30, "authorization" before.
+    keys = configuration.api_key or {}
+    token = keys.get("BearerToken") or keys.get("authorization") or ""
     return Connection(
         server=configuration.host,
         token=token.removeprefix("Bearer ").strip() or None,

@@ -9,7 +9,7 @@ which steps run, succeeded or failed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stagegate_trainer.results import decode
@@ -29,6 +29,11 @@ class Memory:
     folds: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     final: dict[str, Any] | None = None
+    # Attempts of Jobs the operator deleted to run a step again, by Job name: a recreated Job
+    # starts counting at zero, so without them a step could be retried forever.
+    carried: dict[str, int] = field(default_factory=dict)
+    # Failed attempts already announced by a Warning Event, by Job name.
+    reported: dict[str, int] = field(default_factory=dict)
 
     def fold_count(self, stage: str) -> int | None:
         if self.prepared is None:
@@ -40,10 +45,19 @@ class Memory:
 
 def recall(status: Mapping[str, Any]) -> Memory:
     """The results an earlier reconcile recorded in the status."""
-    memory = Memory(prepared=status.get("prepared"))
+    memory = Memory(
+        prepared=status.get("prepared"),
+        carried=dict(status.get("carriedFailures") or {}),
+        reported=dict(status.get("reportedFailures") or {}),
+    )
     for stage, entry in (status.get("stages") or {}).items():
         memory.folds[stage] = {
-            f["fold"]: {"model": f["metrics"], "train": f.get("train"), "test": f.get("test")}
+            f["fold"]: {
+                "model": f["metrics"],
+                "train": f.get("train"),
+                "test": f.get("test"),
+                "bestIteration": f.get("bestIteration"),
+            }
             for f in entry.get("folds", [])
             if "metrics" in f
         }
@@ -155,6 +169,15 @@ def harvest(
     return new
 
 
+def spent_attempts(job: Mapping[str, Any]) -> int:
+    """Attempts a finished Job used up; a Complete one whose result was lost counts as failed."""
+    failed = int((job.get("status") or {}).get("failed", 0))
+    conditions = _conditions(job)
+    if conditions.get("Failed") == "True":
+        return max(failed, int(job["spec"].get("backoffLimit", 0)) + 1)
+    return failed + (1 if conditions.get("Complete") == "True" else 0)
+
+
 def job_step(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]]) -> Step:
     if job is None:
         return Step()
@@ -180,11 +203,13 @@ def observe(
     max_retries: int,
 ) -> Observation:
     """`jobs` by name; `names` gives the child names (see children.*_job_name)."""
-    prepare = (
-        Step("succeeded")
-        if memory.prepared is not None
-        else job_step(jobs.get(names["prepare"]), pods)
-    )
+
+    def step(name: str) -> Step:
+        seen = job_step(jobs.get(name), pods)
+        carried = memory.carried.get(name, 0)
+        return replace(seen, failures=seen.failures + carried) if carried else seen
+
+    prepare = Step("succeeded") if memory.prepared is not None else step(names["prepare"])
     stages: dict[str, StageObservation] = {}
     for stage in STAGES:
         count = memory.fold_count(stage)
@@ -199,15 +224,19 @@ def observe(
             if number in done:
                 folds[number] = Step("succeeded")
             else:
-                folds[number] = job_step(jobs.get(names["fold"](stage, number)), pods)
+                folds[number] = step(names["fold"](stage, number))
         summary = memory.summaries.get(stage)
+        summary_step = Step("succeeded") if summary is not None else Step()
+        if summary is None and "summary" in names:
+            summary_step = step(names["summary"](stage))
         stages[stage] = StageObservation(
             prepare=stage_prepare,
             fold_count=count,
             folds=folds,
             summary_passed=None if summary is None else bool(summary["passed"]),
+            summary=summary_step,
         )
-    final = Step("succeeded") if memory.final else job_step(jobs.get(names["final"]), pods)
+    final = Step("succeeded") if memory.final else step(names["final"])
     approval = annotations.get(APPROVAL_ANNOTATION, "").strip().lower()
     return Observation(
         stages=stages,

@@ -8,6 +8,7 @@ happened while the operator was down is acted upon after it restarts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -35,7 +36,8 @@ from stagegate_trainer.stagemachine import (
 )
 from stagegate_trainer.status import Clock, build_status
 
-from . import children
+from . import admission, children
+from . import failures as failing
 from .cache import ObjectCache
 from .defaults import TrainerDefaults
 from .kubeapi import ApiError, KubeApi
@@ -48,6 +50,7 @@ from .observe import (
     needs_pods,
     observe,
     recall,
+    spent_attempts,
 )
 
 log = logging.getLogger("stagegate.operator")
@@ -74,6 +77,7 @@ def _names(name: str) -> dict[str, Any]:
         "prepare": children.prepare_job_name(name),
         "fold": lambda stage, n: children.fold_job_name(name, stage, n),
         "final": children.final_job_name(name),
+        "summary": lambda stage: children.summary_job_name(name, stage),
     }
 
 
@@ -128,6 +132,7 @@ class Reconciler:
         self.metrics = metrics
         self.clock = clock
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.limiter = failing.EventLimiter()
         self._dirty: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ scheduling
@@ -161,6 +166,12 @@ class Reconciler:
         self.metrics.reconciles.inc()
         try:
             await self.reconcile(namespace, name)
+        except ApiError as exc:  # e.g. listing Jobs: shown on the TrainingJob; next pass retries
+            self.metrics.reconcile_errors.labels(type(exc).__name__).inc()
+            log.warning("reconcile of %s/%s: API error %s", namespace, name, exc)
+            body = self.cache.trainingjob(namespace, name)
+            if body is not None:
+                await self.warn(body, "ApiError", f"reconcile: {exc}"[:600])
         except Exception as exc:  # counted and logged; the next pass retries
             self.metrics.reconcile_errors.labels(type(exc).__name__).inc()
             log.exception("reconcile of %s/%s failed: %s", namespace, name, exc)
@@ -178,6 +189,7 @@ class Reconciler:
             except ApiError as exc:
                 if exc.status == 404:
                     self.metrics.forget(namespace, name)
+                    self.limiter.forget(namespace, name)
                     return
                 raise
         meta = body["metadata"]
@@ -197,12 +209,14 @@ class Reconciler:
             return
         spec = self.defaults.apply(await self._effective_spec(body, spec, status))
 
-        uid = meta["uid"]
         if not status.get("specFingerprint"):
-            await self._ensure(
-                "v1", namespace, "configmaps",
-                children.spec_configmap(name, namespace, uid, spec, {}),
-            )  # fmt: skip
+            # First pass: refuse what cannot work in this cluster before any pod starts.
+            refused = admission.refusal(name, spec)
+            if refused is None:
+                refused = await self._start(body, spec)
+            if refused is not None:
+                await self._fail_invalid(body, refused)
+                return
 
         selector = f"{children.LABEL_TJ}={name}"
         if self.watched:
@@ -221,10 +235,24 @@ class Reconciler:
         annotations = meta.get("annotations") or {}
         observation = observe(memory, jobs, pods, _names(name), annotations, spec.max_retries)
         decision = decide(spec, observation)
+        for attempts in failing.new_failed_attempts(
+            jobs, pods, memory.carried, memory.reported, spec.max_retries
+        ):
+            await self.warn(body, "StepFailed", attempts.message())
 
         approval = self._approval(status, decision, annotations, spec, now)
         for action in decision.actions:
-            await self._act(action, body, spec, jobs, approval)
+            try:
+                await self._act(action, body, spec, jobs, approval, memory)
+            except ApiError as exc:
+                problem = failing.describe_api_error(failing.doing(name, action), exc)
+                log.warning("%s/%s: %s", namespace, name, problem)
+                await self.warn(body, "ApiError", problem)
+                decision = failing.after_api_error(decision, problem, exc)
+                if decision.phase == "Failed":  # stop what still runs; best effort
+                    with contextlib.suppress(ApiError):
+                        await self._act(StopRunning(), body, spec, jobs, approval, memory)
+                break
 
         new_status = self._status(body, spec, status, memory, decision, observation, jobs,
                                   approval, now)  # fmt: skip
@@ -258,14 +286,31 @@ class Reconciler:
         )
         return frozen.model_copy(update={f: getattr(spec, f) for f in STEERING})
 
+    async def _start(self, body: dict[str, Any], spec: TrainingJobSpec) -> str | None:
+        """Freeze the spec in its ConfigMap; why the run cannot start, if the API says so."""
+        meta = body["metadata"]
+        name, namespace = meta["name"], meta["namespace"]
+        configmap = children.spec_configmap(name, namespace, meta["uid"], spec, {})
+        try:
+            await self._ensure("v1", namespace, "configmaps", configmap)
+        except ApiError as exc:
+            what = f"creating ConfigMap {children.spec_configmap_name(name)}"
+            if exc.status in failing.PERMANENT:
+                return failing.describe_api_error(what, exc)
+            raise
+        return None
+
     async def _fail_invalid(self, body: dict[str, Any], message: str) -> None:
         status = body.get("status") or {}
         if status.get("phase") == "Failed" and status.get("message") == message:
             return
         meta = body["metadata"]
+        now = now_iso(self.clock())
+        failed = {"type": "Failed", "status": "True", "reason": "InvalidSpec",
+                  "message": message, "lastTransitionTime": now}  # fmt: skip
         await self.api.patch_status(
             GROUP_VERSION, meta["namespace"], PLURAL, meta["name"],
-            {"phase": "Failed", "message": message,
+            {"phase": "Failed", "message": message, "conditions": [failed], "finishedAt": now,
              "observedGeneration": meta.get("generation")},
         )  # fmt: skip
         await self.event(body, "Warning", "InvalidSpec", message)
@@ -315,6 +360,7 @@ class Reconciler:
         spec: TrainingJobSpec,
         jobs: Mapping[str, Mapping[str, Any]],
         approval: Mapping[str, Any] | None,
+        memory: Memory,
     ) -> None:
         meta = body["metadata"]
         name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
@@ -340,8 +386,11 @@ class Reconciler:
         existing = jobs.get(job_name)
         if existing is not None and job_finished(existing):
             # A finished Job the machine wants again (a retry, or a result that was lost):
-            # remove it; the next pass creates it afresh under the same name.
+            # remove it; the next pass creates it afresh under the same name. Its attempts
+            # stay counted (in the status), so the step's retries stay bounded.
+            spent = spent_attempts(existing)
             await self._delete_job(namespace, name, job_name)
+            memory.carried[job_name] = memory.carried.get(job_name, 0) + spent
             return
         if existing is None:
             created = await self._ensure("batch/v1", namespace, "jobs", job)
@@ -405,6 +454,7 @@ class Reconciler:
             artifacts=self._artifacts(spec, meta, memory),
             approval=approval,
             previous_conditions=old.get("conditions"),
+            warnings=spec.leaky_purge_warnings(),
         )
         status["observedGeneration"] = meta.get("generation")
         status["specFingerprint"] = old.get("specFingerprint") or spec_fingerprint(spec)
@@ -425,6 +475,10 @@ class Reconciler:
             }
         if finished:
             status["finishedAt"] = finished
+        if memory.carried:
+            status["carriedFailures"] = dict(memory.carried)
+        if memory.reported:
+            status["reportedFailures"] = dict(memory.reported)
         phase_since = old.get("phaseSince") if old.get("phase") == decision.phase else None
         status["phaseSince"] = phase_since or now_iso(now)
         return status
@@ -516,6 +570,14 @@ class Reconciler:
             return
         since = parse_iso(status.get("phaseSince")) or now
         self.metrics.record(namespace, name, spec, status, max(0.0, now - since))
+
+    async def warn(self, body: Mapping[str, Any], reason: str, message: str) -> None:
+        """A Warning Event, rate-limited per TrainingJob and reason (see failing.EventLimiter)."""
+        meta = body["metadata"]
+        post, held = self.limiter.allow((meta["namespace"], meta["name"], reason))
+        if post:
+            more = f" ({held} similar Events held back by the rate limit)" if held else ""
+            await self.event(body, "Warning", reason, message + more)
 
     async def event(self, body: Mapping[str, Any], kind: str, reason: str, message: str) -> None:
         meta = body["metadata"]

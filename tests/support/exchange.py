@@ -1,4 +1,4 @@
-"""A local Binance spot API for tests: recorded kline pages from the real shared candles.
+"""A local Binance spot API for tests: recorded kline pages from the real candles.
 
 Real ccxt is pointed at it (`STAGEGATE_CCXT_API_URL` or `api_url=`). It serves exactly what
 `ccxt.binance` asks for when limited to spot markets: `GET /api/v3/exchangeInfo` (a minimal
@@ -10,7 +10,6 @@ error bodies. Faults can be injected (`fail_next`) and requests are recorded (`c
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import pandas as pd
 import pytest
+
+from tests.support import candles
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KLINES = "/api/v3/klines"
@@ -37,16 +38,11 @@ _INTERVAL_MS = {
 _SYMBOL_FILES = {"BTCUSDT": "BTC_USDT-15m.parquet", "ETHUSDT": "ETH_USDT-15m.parquet"}
 
 
-def shared_data_dir() -> Path:
-    """`shared/data` beside the repository (as in CI), or `$STAGEGATE_SHARED_DATA`."""
-    env = os.environ.get("STAGEGATE_SHARED_DATA")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
-
-
 def shared_ohlcv_path(symbol_file: str = "BTC_USDT-15m.parquet") -> Path:
-    path = shared_data_dir() / "ohlcv" / symbol_file
+    """The committed copy of a published candle file (see tests/support/candles.py)."""
+    path = candles.path(symbol_file)
     if not path.is_file():
-        pytest.fail(f"real candles {path} not found (set STAGEGATE_SHARED_DATA)", pytrace=False)
+        pytest.fail(f"real candles {path} not found in the repository", pytrace=False)
     return path
 
 
@@ -58,7 +54,8 @@ def shared_frame(symbol_file: str = "BTC_USDT-15m.parquet") -> pd.DataFrame:
     """The real candles as published (read once per test session; do not mutate)."""
     with _frames_lock:
         if symbol_file not in _frames:
-            _frames[symbol_file] = pd.read_parquet(shared_ohlcv_path(symbol_file))
+            shared_ohlcv_path(symbol_file)
+            _frames[symbol_file] = candles.read(symbol_file)
         return _frames[symbol_file]
 
 

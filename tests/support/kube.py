@@ -1,65 +1,41 @@
-"""Kubernetes fixtures: real kubectl/helm binaries and a per-test Kubernetes API emulator.
+"""Kubernetes fixtures: real kubectl/helm and a real control plane shared by the test run.
+
+One cluster (``python -m tests.cluster serve``: etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and our node agent) is started by the first test that needs it and shared by
+every xdist worker; the pytest controller stops it at the end of the run. Each test gets a
+namespace of its own, labelled for the ``restricted`` Pod Security level, so tests run in
+parallel without seeing each other. Tests that break the cluster on purpose (restart the API
+server, etcd or the node agent) start a private one with :func:`private_cluster`.
 
 Fixtures
 --------
-``kube_binaries`` (session) -> :class:`KubeBinaries`
-    ``.kubectl`` and ``.helm``: paths of real kubectl v1.35 and helm v4, fetched once by
-    ``scripts/fetch-kube-binaries`` into ``.cache/kube-bin/`` (or ``$STAGEGATE_KUBE_BIN``).
+``kube_binaries`` (session) -> :class:`KubeBinaries`: real kubectl v1.35 and helm v4.
+``kube_api`` (function) -> :class:`KubeApi`: the shared cluster, as admin, in a fresh namespace.
+``kube_api_module`` (module): the same, one namespace for a whole test module.
 
-``kube_api`` (function) -> :class:`KubeApi`
-    A fresh emulator (``tests/kube``: API server, kubelet, Job controller, garbage collector) on
-    a free 127.0.0.1 port, running on its own asyncio loop in a background thread. Everything it
-    started (pods' process groups, watch streams, kubectl subprocesses) is stopped at teardown.
-
-``kube_api_process`` (function) -> :class:`KubeApi`
-    The same, but the emulator runs as a subprocess (``python -m tests.kube serve``); use it when
-    the code under test must not share the test's process. ``.emulator`` is None there.
-
-:class:`KubeApi` API
---------------------
-``url``                         base URL, e.g. ``http://127.0.0.1:43123`` (plain HTTP, no auth)
-``kubeconfig``                  path of a kubeconfig pointing at it (namespace ``default``)
-``home``                        the HOME (and discovery cache) kubectl/helm run with
-``env``                         environment for any subprocess that should talk to the emulator
-                                (``KUBECONFIG``, ``HOME``, ``PATH`` with the venv's bin first)
-``kubectl(*args, input=None, check=True, timeout=60)``
-                                run real kubectl; returns ``CompletedProcess[str]`` (stdout and
-                                stderr captured as text); raises ``AssertionError`` with both
-                                streams when ``check`` and the exit status is non-zero
-``helm(*args, input=None, check=True, timeout=60)``   the same for helm
-``popen(*argv)``                start a long-running process (e.g. ``kubectl get -w``) in its own
-                                process group with ``env``; it is killed at teardown
-``request(method, path, body=None, *, content_type="application/json", query=None)``
-                                raw HTTP call; returns ``(status, parsed JSON or text)``
-``get(path)`` / ``create(path, body)`` / ``patch(path, body, merge=True)``
-                                shortcuts that assert success and return the object
-``create_crd(crd_dict)``        create a CustomResourceDefinition and wait until its resources
-                                are served; returns the stored CRD
-``wait_for(predicate, timeout=10, interval=0.1, message="")``
-                                poll until ``predicate()`` is truthy; returns its value
-``emulator``                    the in-thread :class:`tests.kube.EmulatorThread` (None for the
-                                subprocess variant): ``emulator.call(fn)`` runs ``fn`` on the
-                                emulator's loop, e.g. ``kube_api.compact()`` forgets the watch
-                                history so that watchers get in-stream 410s
-
-Pods run their container ``command``+``args`` as local subprocesses (images are ignored) with the
-current virtualenv's ``bin`` first on PATH; the termination-message path is remapped to a sandbox
-file exported as ``KUBE_TERMINATION_MESSAGE_PATH``. Job pods are replaced after 0.2 s (doubling),
-not 10 s, and containers restart after 0.2 s; watch bookmarks come every 2 s.
+:class:`KubeApi`: ``server``, ``namespace``, ``kubeconfig`` (admin, namespace preset), ``env``
+(KUBECONFIG, HOME, PATH for subprocesses), ``kubectl(*args)``, ``helm(*args)``,
+``popen(*argv)``, ``request(method, path, body)`` (raw HTTPS as admin, or as ``user=``),
+``get``/``create``/``patch``, ``wait_for(predicate)``, ``kubeconfig_for(user)``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import shutil
+import signal
+import ssl
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,25 +43,19 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.kube.emulator import (
-    EmulatorSettings,
-    EmulatorThread,
-    free_port,
-    write_kubeconfig,
-)
-from tests.kube.util import kill_group
+from tests.cluster.cluster import LocalCluster
+from tests.cluster.controlplane import token, write_kubeconfig
+from tests.support.procs import kill_group
 
 REPO = Path(__file__).resolve().parents[2]
 FETCH_SCRIPT = REPO / "scripts" / "fetch-kube-binaries"
+CLUSTER_ENV = "STAGEGATE_TEST_CLUSTER"
 T = TypeVar("T")
-
-# Test timings: fast retries, frequent bookmarks (kopf and kubectl tolerate both).
-TEST_SETTINGS = {
-    "bookmark_interval": 2.0,
-    "job_backoff_seconds": 0.2,
-    "restart_backoff_seconds": 0.2,
-    "gc_interval": 0.5,
-}
+# The shared node is overcommitted on purpose: parallel tests each ask for CPUs and GiBs they
+# never use. The one test about capacity asks for more than even this.
+NODE_CPU, NODE_MEMORY, NODE_PODS = "64", "512Gi", 2000
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
+              "pod-security.kubernetes.io/enforce-version": "latest"}
 
 
 @dataclass(frozen=True)
@@ -111,11 +81,12 @@ def fetch_kube_binaries() -> KubeBinaries:
 
 @dataclass
 class KubeApi:
-    url: str
+    server: str
+    ca: Path
     kubeconfig: Path
     home: Path
     binaries: KubeBinaries
-    emulator: EmulatorThread | None = None
+    namespace: str = "default"
     _procs: list[subprocess.Popen[Any]] = field(default_factory=list)
 
     @property
@@ -132,18 +103,22 @@ class KubeApi:
             "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
         }
 
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig acting as one of tests.cluster.controlplane.USERS."""
+        return write_kubeconfig(self.home / f"{user}.kubeconfig", self.server, self.ca, user,
+                                self.namespace)
+
     # --- binaries ------------------------------------------------------------------------
 
-    def _run(
-        self, binary: Path, args: tuple[str, ...], input: str | None, check: bool, timeout: float
-    ) -> subprocess.CompletedProcess[str]:
+    def _run(self, binary: Path, args: tuple[str, ...], input: str | None, check: bool,
+             timeout: float, user: str | None) -> subprocess.CompletedProcess[str]:
+        env = self.env
+        if user is not None:
+            env["KUBECONFIG"] = str(self.kubeconfig_for(user))
         proc = subprocess.Popen(
             [str(binary), *args],
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             start_new_session=True,
         )
         try:
@@ -163,51 +138,41 @@ class KubeApi:
             )
         return done
 
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        return self._run(self.binaries.kubectl, args, input, check, timeout)
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 60, user: str | None = None
+                ) -> subprocess.CompletedProcess[str]:
+        return self._run(self.binaries.kubectl, args, input, check, timeout, user)
 
-    def helm(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        return self._run(self.binaries.helm, args, input, check, timeout)
+    def helm(self, *args: str, input: str | None = None, check: bool = True,
+             timeout: float = 120, user: str | None = None) -> subprocess.CompletedProcess[str]:
+        return self._run(self.binaries.helm, args, input, check, timeout, user)
 
     def popen(self, *argv: str, **kwargs: Any) -> subprocess.Popen[str]:
         proc: subprocess.Popen[str] = subprocess.Popen(
-            list(argv),
-            env=self.env,
+            list(argv), env=kwargs.pop("env", self.env),
             stdout=kwargs.pop("stdout", subprocess.PIPE),
             stderr=kwargs.pop("stderr", subprocess.PIPE),
-            text=True,
-            start_new_session=True,
-            **kwargs,
+            text=True, start_new_session=True, **kwargs,
         )
         self._procs.append(proc)
         return proc
 
     # --- HTTP ----------------------------------------------------------------------------
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        content_type: str = "application/json",
-        query: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-        timeout: float = 30,
-    ) -> tuple[int, Any]:
-        url = self.url + path
+    def request(self, method: str, path: str, body: Any = None, *,
+                content_type: str = "application/json", query: dict[str, str] | None = None,
+                headers: dict[str, str] | None = None, timeout: float = 30,
+                user: str = "admin") -> tuple[int, Any]:
+        url = self.server + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            url, data=data, method=method, headers={"Content-Type": content_type, **(headers or {})}
-        )
+        req = urllib.request.Request(url, data=data, method=method, headers={
+            "Content-Type": content_type, "Authorization": f"Bearer {token(user)}",
+            **(headers or {})})
+        ctx = ssl.create_default_context(cafile=str(self.ca))
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
@@ -232,28 +197,8 @@ class KubeApi:
         assert status == 200, (status, out)
         return out
 
-    def create_crd(self, crd: dict[str, Any]) -> Any:
-        created = self.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-        spec = crd["spec"]
-        version = next(v["name"] for v in spec["versions"] if v.get("served", True))
-        path = f"/apis/{spec['group']}/{version}"
-
-        def served() -> bool:
-            status, body = self.request("GET", path)
-            return status == 200 and any(
-                r["name"] == spec["names"]["plural"] for r in body.get("resources", [])
-            )
-
-        self.wait_for(served, message=f"CRD {crd['metadata']['name']} served")
-        return created
-
-    def wait_for(
-        self,
-        predicate: Callable[[], T],
-        timeout: float = 10,
-        interval: float = 0.1,
-        message: str = "",
-    ) -> T:
+    def wait_for(self, predicate: Callable[[], T], timeout: float = 10, interval: float = 0.1,
+                 message: str = "") -> T:
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -261,15 +206,16 @@ class KubeApi:
                 return value
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"timed out after {timeout}s waiting for {message or predicate}"
-                )
+                    f"timed out after {timeout}s waiting for {message or predicate}")
             time.sleep(interval)
 
-    def compact(self) -> None:
-        """Forget the watch history (like etcd compaction); in-thread emulators only."""
-        assert self.emulator is not None, "compact() needs the in-thread emulator"
-        emu = self.emulator
-        emu.call(lambda: emu.emulator.store.compact())
+    def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
+        self.create("/api/v1/namespaces",
+                    {"metadata": {"name": name, "labels": {**RESTRICTED, **(labels or {})}}})
+        # The ServiceAccount controller makes `default` a moment later; pods need it.
+        self.wait_for(lambda: self.request(
+            "GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200,
+            timeout=30, message=f"namespace {name}'s default ServiceAccount")
 
     def close(self) -> None:
         for proc in self._procs:
@@ -277,64 +223,71 @@ class KubeApi:
         self._procs.clear()
 
 
-@contextlib.contextmanager
-def start_kube_api(
-    tmp: Path, binaries: KubeBinaries, *, subprocess_mode: bool = False
-) -> Iterator[KubeApi]:
-    """An emulator for one test: in a thread (default) or as a subprocess."""
-    home = tmp / "kube-home"
-    home.mkdir(parents=True, exist_ok=True)
-    kubeconfig = tmp / "kubeconfig.yaml"
-    if not subprocess_mode:
-        thread = EmulatorThread(EmulatorSettings(workdir=tmp / "kubelet", **TEST_SETTINGS)).start()  # type: ignore[arg-type]
-        write_kubeconfig(kubeconfig, thread.url)
-        api = KubeApi(thread.url, kubeconfig, home, binaries, thread)
-        try:
-            yield api
-        finally:
-            api.close()
-            thread.stop()
+# --- the shared cluster -------------------------------------------------------------------
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or CLUSTER_ENV in os.environ:
         return
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "tests.kube",
-        "serve",
-        "--port",
-        str(port),
-        "--kubeconfig",
-        str(kubeconfig),
-        "--workdir",
-        str(tmp / "kubelet"),
-        "--bookmark-interval",
-        str(TEST_SETTINGS["bookmark_interval"]),
-        "--job-backoff",
-        str(TEST_SETTINGS["job_backoff_seconds"]),
-        "--restart-backoff",
-        str(TEST_SETTINGS["restart_backoff_seconds"]),
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=None, text=True, start_new_session=True
-    )
-    ready: list[str] = []
-    reader = threading.Thread(
-        target=lambda: ready.append(
-            proc.stdout.readline()  # type: ignore[union-attr]
-        ),
-        daemon=True,
-    )
-    reader.start()
-    reader.join(30)
-    if not ready or "ready" not in ready[0]:
-        kill_group(proc)
-        raise RuntimeError(f"kube emulator did not start: {ready!r}")
-    api = KubeApi(f"http://127.0.0.1:{port}", kubeconfig, home, binaries)
-    try:
-        yield api
-    finally:
-        api.close()
-        kill_group(proc, grace=15)
+    # xdist workers inherit the controller's environment: they all find the cluster here.
+    os.environ[CLUSTER_ENV] = tempfile.mkdtemp(prefix="stagegate-test-cluster-", dir="/var/tmp")
+    config.stash[_OWNER] = os.environ[CLUSTER_ENV]
+
+
+_OWNER = pytest.StashKey[str]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_OWNER, None)
+    if folder is None:
+        return
+    pid_file = Path(folder) / "serve.pid"
+    with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+        pid = int(pid_file.read_text())
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SharedCluster:
+    server: str
+    ca: Path
+    admin_kubeconfig: Path
+
+
+def shared_cluster() -> SharedCluster:
+    """Start the run's cluster if no worker has yet; return how to reach it."""
+    folder = Path(os.environ.get(CLUSTER_ENV) or tempfile.mkdtemp(dir="/var/tmp"))
+    os.environ[CLUSTER_ENV] = str(folder)
+    kubeconfig = folder / "kubeconfig.yaml"
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not kubeconfig.exists():
+            out = folder / "serve.out"
+            with open(out, "w") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "tests.cluster", "serve", "--kubeconfig",
+                     str(kubeconfig), "--workdir", str(folder / "state"), "--cpu", NODE_CPU,
+                     "--memory", NODE_MEMORY, "--pods", str(NODE_PODS)],
+                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            (folder / "serve.pid").write_text(str(proc.pid))
+            # The first run on a machine builds the control plane (~5-20 min).
+            deadline = time.monotonic() + 3000
+            while "ready" not in out.read_text():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the test cluster did not start:\n{out.read_text()}")
+                time.sleep(0.2)
+    import yaml
+
+    config = yaml.safe_load(kubeconfig.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    return SharedCluster(cluster["server"], Path(cluster["certificate-authority"]), kubeconfig)
 
 
 @pytest.fixture(scope="session")
@@ -342,13 +295,62 @@ def kube_binaries() -> KubeBinaries:
     return fetch_kube_binaries()
 
 
-@pytest.fixture
-def kube_api(tmp_path: Path, kube_binaries: KubeBinaries) -> Iterator[KubeApi]:
-    with start_kube_api(tmp_path, kube_binaries) as api:
+@pytest.fixture(scope="session")
+def kube_cluster() -> SharedCluster:
+    return shared_cluster()
+
+
+def new_namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@contextlib.contextmanager
+def namespaced_api(cluster: SharedCluster, binaries: KubeBinaries, home: Path
+                   ) -> Iterator[KubeApi]:
+    namespace = new_namespace()
+    home.mkdir(parents=True, exist_ok=True)
+    kubeconfig = write_kubeconfig(home / "admin.kubeconfig", cluster.server, cluster.ca,
+                                  "admin", namespace)
+    api = KubeApi(cluster.server, cluster.ca, kubeconfig, home, binaries, namespace)
+    api.create_namespace(namespace)
+    try:
         yield api
+    finally:
+        api.close()
+        api.request("DELETE", f"/api/v1/namespaces/{namespace}")
 
 
 @pytest.fixture
-def kube_api_process(tmp_path: Path, kube_binaries: KubeBinaries) -> Iterator[KubeApi]:
-    with start_kube_api(tmp_path, kube_binaries, subprocess_mode=True) as api:
+def kube_api(kube_cluster: SharedCluster, kube_binaries: KubeBinaries,
+             tmp_path: Path) -> Iterator[KubeApi]:
+    with namespaced_api(kube_cluster, kube_binaries, tmp_path / "kube-home") as api:
         yield api
+
+
+@pytest.fixture(scope="module")
+def kube_api_module(kube_cluster: SharedCluster, kube_binaries: KubeBinaries,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
+    """One namespace for a whole module (for many quick, independent checks)."""
+    home = tmp_path_factory.mktemp("kube-home")
+    with namespaced_api(kube_cluster, kube_binaries, home) as api:
+        yield api
+
+
+@contextlib.contextmanager
+def private_cluster(tmp: Path, binaries: KubeBinaries) -> Iterator[tuple[LocalCluster, KubeApi]]:
+    """A cluster of one's own, for tests that restart its parts."""
+    workdir = Path(tempfile.mkdtemp(prefix="stagegate-private-", dir="/var/tmp"))
+    cluster = LocalCluster(workdir, cpu=NODE_CPU, memory=NODE_MEMORY, max_pods=NODE_PODS)
+    try:
+        cluster.start()
+        home = tmp / "kube-home"
+        home.mkdir(parents=True, exist_ok=True)
+        assert cluster.plane.pki is not None
+        api = KubeApi(cluster.server, cluster.plane.pki.ca, cluster.kubeconfig, home, binaries)
+        try:
+            yield cluster, api
+        finally:
+            api.close()
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,9 +1,9 @@
-"""The real operator (`stagegate-operator`, a subprocess) against the Kubernetes emulator,
+"""The real operator (`stagegate-operator`, a subprocess) against the real control plane,
 with artifacts in moto S3 over HTTP.
 
-Fixture ``cluster`` -> :class:`Cluster`: an emulator with the CRD applied by real kubectl, a
-Secret holding the S3 credentials, and a running operator that can be stopped, killed and
-restarted.
+Fixture ``cluster`` -> :class:`Cluster`: the shared cluster with the CRD applied by real
+kubectl, a namespace of the test's own holding a Secret with the S3 credentials, and a running
+operator watching that namespace, which can be stopped, killed and restarted.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import psutil
 import pytest
 import yaml
 
-from tests.kube.emulator import free_port
 from tests.support.kube import KubeApi
+from tests.support.procs import free_port
 from tests.support.runs import small_spec
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-TJ_PATH = "/apis/stagegate.io/v1alpha1/namespaces/default/trainingjobs"
+CRD = REPO / "crds" / "trainingjob.yaml"
 SECRET = "s3-credentials"
 
 
@@ -47,6 +47,18 @@ class Cluster:
     process: subprocess.Popen[str] | None = None
     starts: int = 0
 
+    @property
+    def ns(self) -> str:
+        return self.kube.namespace
+
+    @property
+    def tj_path(self) -> str:
+        return f"/apis/stagegate.io/v1alpha1/namespaces/{self.ns}/trainingjobs"
+
+    def run_prefix(self, tj: dict[str, Any]) -> str:
+        """Where a TrainingJob's artifacts are in the bucket."""
+        return f"runs/{self.ns}/{tj['metadata']['name']}/{tj['metadata']['uid']}/"
+
     # -- operator lifecycle
     def start_operator(self) -> None:
         self.starts += 1
@@ -57,7 +69,7 @@ class Cluster:
                 "--kubeconfig",
                 str(self.kube.kubeconfig),
                 "--namespace",
-                "default",
+                self.ns,
                 "--metrics-port",
                 str(self.metrics_port),
                 "--health-port",
@@ -116,7 +128,7 @@ class Cluster:
         return {
             "apiVersion": "stagegate.io/v1alpha1",
             "kind": "TrainingJob",
-            "metadata": {"name": name, "namespace": "default"},
+            "metadata": {"name": name, "namespace": self.ns},
             "spec": spec,
         }
 
@@ -124,7 +136,7 @@ class Cluster:
         return self.kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
 
     def tj(self, name: str) -> dict[str, Any]:
-        return self.kube.get(f"{TJ_PATH}/{name}")  # type: ignore[no-any-return]
+        return self.kube.get(f"{self.tj_path}/{name}")  # type: ignore[no-any-return]
 
     def wait_phase(self, name: str, *phases: str, timeout: float = 180) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
@@ -143,15 +155,15 @@ class Cluster:
             ) from None
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        items = self.kube.get("/api/v1/namespaces/default/events")["items"]
+        items = self.kube.get(f"/api/v1/namespaces/{self.ns}/events")["items"]
         return [e for e in items if e["involvedObject"]["name"] == name]
 
     def jobs(self, name: str) -> list[dict[str, Any]]:
-        path = "/apis/batch/v1/namespaces/default/jobs"
+        path = f"/apis/batch/v1/namespaces/{self.ns}/jobs"
         return self.kube.get(f"{path}?labelSelector=stagegate.io/trainingjob%3D{name}")["items"]
 
     def pods(self, name: str) -> list[dict[str, Any]]:
-        path = "/api/v1/namespaces/default/pods"
+        path = f"/api/v1/namespaces/{self.ns}/pods"
         return self.kube.get(f"{path}?labelSelector=stagegate.io/trainingjob%3D{name}")["items"]
 
     def s3(self) -> Any:
@@ -175,11 +187,11 @@ class Cluster:
 def cluster(
     kube_api: KubeApi, s3_bucket: str, moto_server: str, tmp_path: Path
 ) -> Iterator[Cluster]:
-    kube_api.kubectl("apply", "-f", str(REPO / "crds" / "trainingjob.yaml"))
+    install_crd(kube_api)
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": SECRET, "namespace": "default"},
+        "metadata": {"name": SECRET, "namespace": kube_api.namespace},
         "stringData": {
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
@@ -197,6 +209,19 @@ def cluster(
         yield found
     finally:
         found.stop_operator()
+
+
+def install_crd(kube: KubeApi) -> None:
+    """The CRD is cluster-wide: apply it (idempotent, every worker may race) and wait until the
+    API server serves it."""
+    for attempt in range(5):
+        done = kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD),
+                            check=attempt == 4)
+        if done.returncode == 0:
+            break
+        time.sleep(1)
+    kube.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.stagegate.io",
+                 "--timeout=60s")
 
 
 def poll(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.3) -> Any:

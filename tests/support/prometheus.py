@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.emulator import free_port
+from tests.support.procs import free_port
 
 
 def prometheus_binary() -> str | None:

@@ -139,12 +139,21 @@ def run(
 
 
 def _print_outcome(console: Any, status: dict[str, Any], code: int) -> None:
+    from .status import gates_failed
+
     phase = status["phase"]
+    failed_stage = gates_failed(status)
     colour = {"Succeeded": "green", "AwaitingApproval": "yellow"}.get(phase, "red")
+    if failed_stage:
+        colour = "yellow"
     console.print(
         f"[bold {colour}]{phase}[/bold {colour}]: {status['message']}  "
         f"({status['elapsedSeconds']:.1f} s)"
     )
+    if failed_stage:
+        console.print(f"  completed, gates failed: the {failed_stage} stage did not pass its gates")
+    for warning in status.get("warnings", []):
+        console.print(f"  [yellow]Warning: {warning}[/yellow]")
     for name, uri in status.get("artifacts", {}).items():
         console.print(f"  {name}: {uri}")
     if phase == "AwaitingApproval":
@@ -257,7 +266,11 @@ def final(manifest: str, data: str | None, artifacts: str | None, threads: int |
         approved_by=os.environ.get("STAGEGATE_APPROVED_BY", ""),
     )
     model = run_.store.uri(layout.FINAL_MODEL)
-    click.echo(f"model: {model} (best iteration {card['parameters']['bestIteration']})")
+    training = card.get("training") or {}
+    click.echo(
+        f"model: {model} ({training.get('rounds')} rounds on {training.get('rows', 0):,} rows; "
+        f"best iteration {card['parameters']['bestIteration']} on the inner split)"
+    )
     write_result({"step": "final", "model": model, "modelCard": run_.store.uri(layout.MODEL_CARD)})
 
 
@@ -292,8 +305,10 @@ def crd() -> None:
 
 # The cluster commands (submit, approve, reject, status, watch, logs, cancel) live apart.
 from .cluster_cli import register  # noqa: E402
+from .report_cli import register as register_report  # noqa: E402
 
 register(main)
+register_report(main)
 
 if __name__ == "__main__":
     main()

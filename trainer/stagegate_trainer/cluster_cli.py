@@ -43,6 +43,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_ERROR = 2
 EXIT_REJECTED = 4
+EXIT_GATES_FAILED = 5  # Succeeded, but the last stage that ran failed its gates
 EXIT_TIMEOUT = 124
 EXIT_CANCELLED = 130
 WATCH_EXIT = {
@@ -436,8 +437,9 @@ def fold_table(stage: str, entry: Mapping[str, Any]) -> Any:
 
     plan = entry.get("plan") or {}
     table = Table(title=f"{stage} stage folds ({plan.get('trainWindow', '?')} window)")
-    for column in ("fold", "state", "train", "test", "test rows"):
-        table.add_column(column, justify="right" if column in ("fold", "test rows") else "left")
+    for column in ("fold", "state", "train", "test", "test rows", "trees"):
+        right = column in ("fold", "test rows", "trees")
+        table.add_column(column, justify="right" if right else "left")
     for metric in FOLD_METRICS:
         table.add_column(snake(metric), justify="right")
     for fold in entry.get("folds", []):
@@ -452,6 +454,7 @@ def fold_table(stage: str, entry: Mapping[str, Any]) -> Any:
             _period(train),
             _period(test),
             f"{test['rows']:,}" if "rows" in test else "-",
+            str(fold.get("bestIteration", "-")),  # chosen by early stopping on the inner split
             *[fmt(m, metrics.get(m)) for m in FOLD_METRICS],
         )
     return table
@@ -494,6 +497,7 @@ def print_detail(console: Console, tj: Mapping[str, Any]) -> None:
          + (f"  (ETA {_duration(eta)})" if eta else "")),
     ]  # fmt: skip
     lines += [(f"  {k}", v) for k, v in (status.get("artifacts") or {}).items()]
+    lines += [("Warning", w) for w in status.get("warnings") or []]
     for key, value in lines:
         console.print(f"{key + ':':<11} {value}", markup=False)
     for stage in STAGES:
@@ -570,6 +574,8 @@ def fold_status_line(stage: str, fold: Mapping[str, Any], total: int) -> str:
 
     metrics = fold.get("metrics") or {}
     parts = [f"{snake(m)}={_value(m, metrics.get(m))}" for m in FOLD_METRICS]
+    if fold.get("bestIteration") is not None:
+        parts.append(f"trees={fold['bestIteration']}")
     return f"Fold {fold['fold']}/{total}: {' '.join(parts)}  [{stage}]"
 
 
@@ -638,6 +644,10 @@ def watch_outcome(tj: Mapping[str, Any]) -> int | None:
         "rejected",
     ):
         return None
+    from .status import gates_failed
+
+    if gates_failed(tj.get("status") or {}):
+        return EXIT_GATES_FAILED
     return WATCH_EXIT.get(phase)
 
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from .naming import LIMIT_MESSAGE, MAX_NAME_LENGTH
 from .spec import (
     API_GROUP,
     API_VERSION,
@@ -24,9 +25,24 @@ from .spec import (
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
+    ArtifactsSpec,
     TrainingJobSpec,
 )
 from .stagemachine import PHASES
+
+# CEL rules (x-kubernetes-validations) for what a schema keyword cannot say, checked by the API
+# server at apply. The pydantic validators say the same for `stagegate run`.
+_RULES: dict[type[BaseModel], list[dict[str, str]]] = {
+    ArtifactsSpec: [
+        {
+            "rule": "!has(self.volumeClaim) || self.uri.startsWith('file:///')",
+            "message": "uri must be file:///<absolute path> when volumeClaim is set: the claim "
+            "is mounted at that path in every step pod",
+        }
+    ],
+}
+# Every child Job name (<name>-quick-fold-NNNN the longest) must fit in 63 characters.
+_NAME_RULE = {"rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}", "message": LIMIT_MESSAGE}
 
 _PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Symbol", "type": "string", "jsonPath": ".spec.symbol"},
@@ -36,6 +52,7 @@ _PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Accuracy", "type": "string", "jsonPath": ".status.summary.accuracy"},
     {"name": "Recall", "type": "string", "jsonPath": ".status.summary.recall"},
     {"name": "AUC", "type": "string", "jsonPath": ".status.summary.rocAuc"},
+    {"name": "EXP R", "type": "string", "jsonPath": ".status.summary.expectedR"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]
@@ -122,6 +139,8 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
+    if model in _RULES:
+        schema["x-kubernetes-validations"] = _RULES[model]
     return schema
 
 
@@ -172,6 +191,7 @@ def build_crd() -> dict[str, Any]:
                             "type": "object",
                             "description": "A two-stage walk-forward training of one model.",
                             "required": ["spec"],
+                            "x-kubernetes-validations": [_NAME_RULE],
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},

@@ -17,6 +17,7 @@ from . import timeframes
 from .features import FEATURE_NAMES, build_features
 from .labels import barrier_labels
 from .spec import LabelSpec
+from .trading import OUTCOME_R, RISK_FRACTION, trade_outcomes
 
 LABEL = "label"
 TIMESTAMP = "timestamp"
@@ -33,9 +34,22 @@ def build_dataset(ohlcv: pd.DataFrame, label: LabelSpec, timeframe: str) -> pd.D
         atr_bars=label.atr_bars,
         bar=timeframes.bar(timeframe),
     )
+    outcome, risk_fraction = trade_outcomes(
+        ohlcv,
+        horizon_bars=label.horizon_bars,
+        take_profit=label.take_profit,
+        stop_loss=label.stop_loss,
+        barriers=label.barriers,
+        atr_bars=label.atr_bars,
+        bar_ns=timeframes.bar_ns(timeframe),
+    )
     table = features.loc[:, list(FEATURE_NAMES)].copy()
     table.insert(0, TIMESTAMP, ohlcv[TIMESTAMP].to_numpy())
     table[LABEL] = y
+    # What each row's trade earned (trading.py): read by the trading metrics and the
+    # expectedReturn threshold, never by the model.
+    table[OUTCOME_R] = outcome
+    table[RISK_FRACTION] = risk_fraction
     known = ~np.isnan(y)
     out = table.loc[known].reset_index(drop=True)
     out[LABEL] = out[LABEL].astype(np.int8)

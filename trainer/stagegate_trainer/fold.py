@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightgbm as lgb
@@ -17,10 +17,13 @@ import numpy as np
 import pandas as pd
 
 from .dataset import LABEL, TIMESTAMP, timestamps_ns
-from .evaluate import best_f1_threshold, classification_metrics
+from .evaluate import classification_metrics
 from .features import BASELINE_FEATURES, FEATURE_NAMES
 from .plan import Fold
 from .spec import ModelSpec
+from .stopping import REFIT_RULE, RoundSearch, refit_rounds
+from .thresholds import choose_threshold
+from .trading import OUTCOME_R, RISK_FRACTION, TradingContext, fold_trading, net_r
 
 # The volatility/time-of-day baseline is a deliberately small model: it asks what the label's
 # predictability owes to volatility regimes and the clock alone, not to the features' content.
@@ -31,14 +34,39 @@ _BASELINE_MODEL = {"num_leaves": 15, "max_rounds": 200, "min_data_in_leaf": 200}
 class FittedModel:
     booster: lgb.Booster
     threshold: float
-    best_iteration: int
+    best_iteration: int  # chosen on the inner split (spec.model: minRounds, patience, metric)
     fit_seconds: float
+    # What the booster is: its trees (best_iteration, or the refit's scaled rounds) and rows.
+    rounds: int = 0
+    rows: int = 0
+    inner_rows: int = 0
+    validation_rows: int = 0
+    stopped_at: int = 0  # the last round the search trained
+    best_score: float | None = None
+    refit: bool = False
+
+    def describe(self, metric: str) -> dict[str, Any]:
+        """How the model was trained: the `fit` block of metrics.json and the model card."""
+        return {
+            "rows": self.rows,
+            "rounds": self.rounds,
+            "refit": self.refit,
+            "roundsRule": REFIT_RULE if self.refit else "bestIteration",
+            "bestIteration": self.best_iteration,
+            "stoppedAt": self.stopped_at,
+            "metric": metric,
+            "bestScore": None if self.best_score is None else round(self.best_score, 6),
+            "innerRows": self.inner_rows,
+            "validationRows": self.validation_rows,
+        }
 
 
 def lightgbm_params(spec: ModelSpec, num_threads: int) -> dict[str, Any]:
     return {
         "objective": "binary",
-        "metric": "binary_logloss",
+        # The metric early stopping watches on the inner validation rows (only that one).
+        "metric": spec.early_stopping_metric,
+        "first_metric_only": True,
         "num_leaves": spec.num_leaves,
         "learning_rate": spec.learning_rate,
         "min_data_in_leaf": spec.min_data_in_leaf,
@@ -78,7 +106,14 @@ def fit(
     feature_names: list[str],
     max_rounds: int | None = None,
     overrides: dict[str, Any] | None = None,
+    r_net: np.ndarray | None = None,
+    refit: bool = False,
 ) -> FittedModel:
+    """Choose rounds and threshold on the inner split; with `refit`, retrain on every row.
+
+    The refit model has `refit_rounds` trees and keeps the threshold chosen on the inner split:
+    nothing is chosen on rows the chosen model was trained on.
+    """
     if len(ts) < 2:
         raise ValueError(f"training window too short: {len(ts)} rows")
     inner_end, val_start = inner_split(ts, spec.validation_fraction, purge_ns)
@@ -92,18 +127,59 @@ def fit(
         x[:inner_end], y[:inner_end], feature_name=feature_names, free_raw_data=True
     )
     valid_set = lgb.Dataset(x[val_start:], y[val_start:], reference=train_set)
+    ceiling = max_rounds or spec.max_rounds
+    search = RoundSearch(
+        spec.early_stopping_metric, min(spec.min_rounds, ceiling), spec.early_stopping_rounds
+    )
     booster = lgb.train(
-        params,
-        train_set,
-        num_boost_round=max_rounds or spec.max_rounds,
-        valid_sets=[valid_set],
-        callbacks=[lgb.early_stopping(spec.early_stopping_rounds, verbose=False)],
+        params, train_set, num_boost_round=ceiling, valid_sets=[valid_set], callbacks=[search]
     )
     elapsed = time.perf_counter() - started
-    best = booster.best_iteration or booster.current_iteration()
+    best = search.chosen(booster.current_iteration())
     validation_proba = predict(booster, x[val_start:], best)
-    threshold = best_f1_threshold(y[val_start:].astype(np.float64), validation_proba)
-    return FittedModel(booster, threshold, best, elapsed)
+    # The cut is chosen on the validation rows only (model.threshold); r_net are their trades.
+    threshold = choose_threshold(
+        spec.threshold,
+        y[val_start:].astype(np.float64),
+        validation_proba,
+        None if r_net is None else r_net[val_start:],
+    )
+    chosen = FittedModel(
+        booster,
+        threshold,
+        best,
+        elapsed,
+        rounds=best,
+        rows=inner_end,
+        inner_rows=inner_end,
+        validation_rows=len(y) - val_start,
+        stopped_at=search.last_round,
+        best_score=None if search.best_round == 0 else search.best_score,
+    )
+    return _refit(chosen, x, y, params, feature_names) if refit else chosen
+
+
+def _refit(
+    chosen: FittedModel,
+    x: np.ndarray,
+    y: np.ndarray,
+    params: dict[str, Any],
+    feature_names: list[str],
+) -> FittedModel:
+    """Train on the whole window (inner rows, purge gap and validation tail) with scaled rounds."""
+    rounds = refit_rounds(chosen.best_iteration, chosen.inner_rows, len(y))
+    started = time.perf_counter()
+    # Its own Dataset again: the bins now come from every training row, still none of the test.
+    full_set = lgb.Dataset(x, y, feature_name=feature_names, free_raw_data=True)
+    booster = lgb.train(params, full_set, num_boost_round=rounds)
+    return replace(
+        chosen,
+        booster=booster,
+        fit_seconds=chosen.fit_seconds + time.perf_counter() - started,
+        rounds=rounds,
+        rows=len(y),
+        refit=True,
+    )
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -125,6 +201,7 @@ def run_fold(
     spec: ModelSpec,
     purge_ns: int,
     num_threads: int,
+    trading: TradingContext,
 ) -> FoldResult:
     train = dataset.iloc[fold.train_rows[0] : fold.train_rows[1]]
     test = dataset.iloc[fold.test_rows[0] : fold.test_rows[1]]
@@ -132,6 +209,11 @@ def run_fold(
     ts_train = timestamps_ns(train)
     y_train = train[LABEL].to_numpy(dtype=np.float64)
     y_test = test[LABEL].to_numpy(dtype=np.float64)
+    r_train = net_r(
+        train[OUTCOME_R].to_numpy(dtype=np.float64),
+        train[RISK_FRACTION].to_numpy(dtype=np.float64),
+        trading.cost_fraction,
+    )
 
     model = fit(
         train[names].to_numpy(dtype=np.float32),
@@ -141,8 +223,10 @@ def run_fold(
         purge_ns=purge_ns,
         num_threads=num_threads,
         feature_names=names,
+        r_net=r_train,
+        refit=spec.refit == "all",
     )
-    proba = predict(model.booster, test[names].to_numpy(dtype=np.float32), model.best_iteration)
+    proba = predict(model.booster, test[names].to_numpy(dtype=np.float32), model.rounds)
 
     base_names = list(BASELINE_FEATURES)
     baseline = fit(
@@ -155,13 +239,31 @@ def run_fold(
         feature_names=base_names,
         max_rounds=_BASELINE_MODEL["max_rounds"],
         overrides={k: v for k, v in _BASELINE_MODEL.items() if k != "max_rounds"},
+        r_net=r_train,
+        # The baseline is refit too, or a refit model would be compared with a weaker one.
+        refit=spec.refit == "all",
     )
     baseline_proba = predict(
-        baseline.booster, test[base_names].to_numpy(dtype=np.float32), baseline.best_iteration
+        baseline.booster, test[base_names].to_numpy(dtype=np.float32), baseline.rounds
     )
     # The majority class is the training rows' majority: the test labels choose nothing.
     majority = 1.0 if y_train.mean() > 0.5 else 0.0
     constant = np.full(len(y_test), majority)
+    signal = proba >= model.threshold
+    baseline_signal = baseline_proba >= baseline.threshold
+    trades, trade_columns = fold_trading(
+        test,
+        test_end_ns=fold.test_end,
+        context=trading,
+        label=y_test,
+        signals={
+            "model": signal,
+            "majority": constant >= 0.5,
+            "alwaysPositive": np.ones(len(y_test), dtype=bool),
+            "volatilityTime": baseline_signal,
+        },
+        scores={"model": proba, "volatilityTime": baseline_proba},
+    )
 
     metrics = {
         "fold": fold.fold,
@@ -179,6 +281,7 @@ def run_fold(
         "model": _rounded(classification_metrics(y_test, proba, model.threshold)),
         "threshold": round(model.threshold, 6),
         "bestIteration": model.best_iteration,
+        "fit": model.describe(spec.early_stopping_metric),
         "baselines": {
             "majority": _rounded(classification_metrics(y_test, constant, 0.5)),
             "alwaysPositive": _rounded(classification_metrics(y_test, np.ones(len(y_test)), 0.5)),
@@ -186,19 +289,23 @@ def run_fold(
                 classification_metrics(y_test, baseline_proba, baseline.threshold)
             ),
         },
+        "baselineThreshold": round(baseline.threshold, 6),
+        "trading": trades,
     }
     predictions = pd.DataFrame(
         {
             TIMESTAMP: test[TIMESTAMP].to_numpy(),
             "label": y_test.astype(np.int8),
             "proba": proba,
-            "signal": (proba >= model.threshold).astype(np.int8),
+            "signal": signal.astype(np.int8),
             "baselineProba": baseline_proba,
+            "baselineSignal": baseline_signal.astype(np.int8),
+            **trade_columns,
         }
     )
     return FoldResult(
         metrics=metrics,
         predictions=predictions,
-        model_text=model.booster.model_to_string(num_iteration=model.best_iteration),
+        model_text=model.booster.model_to_string(num_iteration=model.rounds),
         fit_seconds=model.fit_seconds + baseline.fit_seconds,
     )

@@ -3,6 +3,7 @@
     <artifacts.uri>/<namespace>/<trainingjob>/<uid>/
       run.json  data/ohlcv.parquet  data/dataset.parquet  data/report.json  plan.json
       <stage>/folds/NN/{metrics.json, predictions.parquet, model.txt}  <stage>/summary.json
+      <stage>/report/{report.html, *.png}
       model/{model.txt, model_card.json}
 
 Pure string functions: the operator uses them too.
@@ -43,3 +44,12 @@ def fold_model(stage: str, fold: int) -> str:
 
 def stage_summary(stage: str) -> str:
     return f"{stage}/summary.json"
+
+
+def report_dir(stage: str) -> str:
+    # report.html and the PNGs it embeds, side by side.
+    return f"{stage}/report"
+
+
+def stage_report(stage: str) -> str:
+    return f"{report_dir(stage)}/report.html"

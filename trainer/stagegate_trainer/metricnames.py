@@ -20,6 +20,21 @@ METRICS: tuple[str, ...] = (
 )
 BASELINES: tuple[str, ...] = ("majority", "alwaysPositive", "volatilityTime")
 
+# Trading metrics of the signalled bars (see trading.py), net of costs, in display order.
+# R is the risk unit: the distance from entry to the stop-loss.
+TOP_PERCENTS: tuple[int, ...] = (1, 5, 10, 20)
+TRADING_METRICS: tuple[str, ...] = (
+    "trades",
+    "signalRate",
+    "precision",
+    "expectedR",
+    "expectedReturnPct",
+    "profitFactor",
+    "totalR",
+    "maxDrawdownR",
+    *(f"{name}Top{p}" for p in TOP_PERCENTS for name in ("expectedR", "precision", "trades")),
+)
+
 
 def snake(metric: str) -> str:
     """`rocAuc` -> `roc_auc`, the spelling of log lines and Prometheus labels."""

@@ -52,6 +52,9 @@ def fold_line(metrics: Mapping[str, Any]) -> str:
         f"f1={_two(m['f1'])}",
         f"hit_rate_tp1={fmt('hitRateTp1', m['hitRateTp1'])}",
     ]
+    if metrics.get("bestIteration") is not None:
+        # The trees early stopping chose on the inner split: a handful means noise chose.
+        parts.append(f"trees={metrics['bestIteration']}")
     baseline = (
         f"baseline roc_auc={_two(base['volatilityTime']['rocAuc'])} "
         f"f1={_two(base['alwaysPositive']['f1'])}"
@@ -94,23 +97,54 @@ def gates_table(summary: Mapping[str, Any]) -> Table:
     table.add_column("gate")
     table.add_column("value", justify="right")
     table.add_column("threshold", justify="right")
-    table.add_column("", justify="center")
+    table.add_column("lower bound", justify="right")
+    table.add_column("", justify="left")
     for gate in summary["gates"]:
         metric = gate["metric"]
         op = ">" if gate["gate"].startswith("beats") else "≥"
+        verdict = gate.get("verdict", "pass" if gate["passed"] else "fail")
+        mark = {"pass": "[green]✓[/green]", "fail": "[red]✗[/red]"}.get(
+            verdict, "[yellow]? not enough evidence[/yellow]"
+        )
+        # A baseline gate's bound is of the per-fold difference model - baseline.
+        bound = gate.get("bound")
         table.add_row(
             gate["gate"],
-            fmt(metric, gate["value"]),
-            f"{op} {fmt(metric, gate['threshold'])}",
-            "[green]✓[/green]" if gate["passed"] else "[red]✗[/red]",
+            _gate_value(metric, gate["value"]),
+            f"{op} {_gate_value(metric, gate['threshold'])}",
+            "-" if bound is None else f"{bound:+.4f}",
+            mark,
         )
     return table
+
+
+def _gate_value(metric: str, value: float | None) -> str:
+    if metric == "trades":
+        return "-" if value is None else f"{int(value):,}"
+    if metric == "expectedR":
+        return "-" if value is None else f"{value:+.3f}R"
+    return fmt(metric, value)
+
+
+def decision_line(summary: Mapping[str, Any]) -> str:
+    """`expected R net of costs -0.12R (90% lower bound -0.30R), 1,355 trades`."""
+    d = summary.get("decision") or {}
+    if d.get("expectedR") is None:
+        return f"trades: {d.get('trades') or 0} (no expected R: no trades)"
+    lower = d.get("expectedRLowerBound")
+    bound = "no bound: fewer than 2 folds" if lower is None else f"lower bound {lower:+.3f}R"
+    return (
+        f"expected R per trade net of costs {d['expectedR']:+.3f}R "
+        f"({round(d['confidence'] * 100)}% one-sided {bound}), {d.get('trades') or 0:,} trades"
+    )
 
 
 def print_summary(console: Console, summary: Mapping[str, Any]) -> None:
     console.print(average_line(summary))
     console.print(summary_table(summary))
     console.print(gates_table(summary))
+    if summary.get("decision"):
+        console.print(decision_line(summary))
     verdict = "[green]all gates pass[/green]" if summary["passed"] else "[red]gates failed[/red]"
     console.print(f"{summary['stage']} stage: {verdict}")
 
@@ -120,9 +154,11 @@ def plan_table(plan: Mapping[str, Any]) -> Table:
         title=(
             f"{plan['stage']} stage: {plan['foldCount']} folds, {plan['trainWindow']} window, "
             f"purge {plan['purgeBars']} bars"
-        )
+        ),
+        caption="starts are the first bar included; ends (excl.) the first bar not included",
     )
-    for column in ("fold", "train start", "train end", "test start", "test end"):
+    # Ends are exclusive (training ends purgeBars before its test starts), and say so.
+    for column in ("fold", "train start", "train end (excl.)", "test start", "test end (excl.)"):
         table.add_column(column)
     table.add_column("train rows", justify="right")
     table.add_column("test rows", justify="right")

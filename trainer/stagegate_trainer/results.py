@@ -45,6 +45,7 @@ def fold_result(metrics: dict[str, Any]) -> dict[str, Any]:
         "train": metrics["train"],
         "test": metrics["test"],
         "model": {m: metrics["model"].get(m) for m in METRICS},
+        "bestIteration": metrics.get("bestIteration"),
         "baselines": {
             "volatilityTime": {"rocAuc": metrics["baselines"]["volatilityTime"]["rocAuc"]},
             "alwaysPositive": {"f1": metrics["baselines"]["alwaysPositive"]["f1"]},
@@ -68,10 +69,20 @@ def summary_result(summary: dict[str, Any]) -> dict[str, Any]:
         "model": block(summary["model"]),
         "baselines": {b: block(summary["baselines"][b]) for b in BASELINES},
         "gates": [
-            {**g, "value": _r(g["value"]), "threshold": _r(g["threshold"])}
+            {
+                k: _r(v) if isinstance(v, float) else v
+                for k, v in g.items()
+                # The bound's details live in summary.json; the message keeps the verdict.
+                if k not in ("upperBound", "confidence", "difference")
+            }
             for g in summary["gates"]
         ],
+        **({"decision": _decision(summary["decision"])} if summary.get("decision") else {}),
     }
+
+
+def _decision(decision: dict[str, Any]) -> dict[str, Any]:
+    return {k: _r(v) if isinstance(v, float) else v for k, v in decision.items() if k != "method"}
 
 
 def encode(result: dict[str, Any]) -> str:

@@ -40,7 +40,7 @@ from .stagemachine import (
     Summarise,
     decide,
 )
-from .status import Clock, build_status
+from .status import Clock, build_status, gates_failed
 from .workers import WorkerPool
 
 ApproveMode = Literal["ask", "auto", "yes", "no"]
@@ -51,6 +51,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_AWAITING_APPROVAL = 3
 EXIT_REJECTED = 4
+EXIT_GATES_FAILED = 5  # Succeeded, but the last stage that ran failed its gates
 EXIT_CANCELLED = 130
 EXIT_CODES = {
     "Succeeded": EXIT_SUCCEEDED,
@@ -253,6 +254,8 @@ class LocalRunner:
         except BaseException:
             pool.stop()
             raise
+        for warning in self.spec.leaky_purge_warnings():
+            self.console.print(f"[yellow]Warning: {warning}[/yellow]")
         if self.approval == "approved":
             self.approval_record = {
                 "decision": "approved",
@@ -287,7 +290,9 @@ class LocalRunner:
                         continue
                     for action in decision.actions:
                         if isinstance(action, Summarise):
-                            progress.stop()
+                            progress.stop()  # the stage's bar is printed, finished, once
+                            if action.stage in bars:
+                                progress.update(bars[action.stage], visible=False)
                             self._summarise(action.stage)
                             progress.start()
                         elif isinstance(action, StopRunning):
@@ -306,7 +311,11 @@ class LocalRunner:
             self._write_status()
         return RunResult(
             status=self._status,
-            exit_code=EXIT_CODES.get(decision.phase, EXIT_FAILED),
+            exit_code=(
+                EXIT_GATES_FAILED
+                if gates_failed(self._status)
+                else EXIT_CODES.get(decision.phase, EXIT_FAILED)
+            ),
             wall_seconds=time.perf_counter() - t0,
             fit_seconds=dict(self.fit_seconds),
             stage_seconds=dict(self.stage_wall),
@@ -390,6 +399,7 @@ class LocalRunner:
             artifacts=artifacts,
             approval=self.approval_record,
             previous_conditions=self._conditions,
+            warnings=self.spec.leaky_purge_warnings(),
         )
         if plan:
             status["data"] = {"summary": plan.get("dataSummary"), "hash": plan.get("dataHash")}

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from . import timeframes
 
@@ -56,6 +57,13 @@ class DataSpec(_Model):
     end: datetime | None = Field(
         None, description="Last bar to use (UTC); default: the last bar when the run starts."
     )
+    ohlc_tolerance: float = Field(
+        1e-9,
+        ge=0,
+        le=1e-3,
+        description="Relative tolerance of the OHLC consistency checks (high >= open, close, "
+        "low; low <= open, close): bars off by less are rounding noise, clamped and counted.",
+    )
 
     @model_validator(mode="after")
     def _uri_matches_source(self) -> DataSpec:
@@ -84,7 +92,14 @@ class StageSpec(_Model):
         None, description="Keep only the most recent N folds; unset: every fold that fits."
     )
     purge_bars: Annotated[int, Field(ge=0)] | None = Field(
-        None, description="Bars dropped between training and test; default: horizonBars + 1."
+        None,
+        description="Bars dropped between training and test; default and minimum: "
+        "label.horizonBars + 1 (less lets training labels see the test period).",
+    )
+    allow_leaky_purge: bool = Field(
+        False,
+        description="Accept a purgeBars below label.horizonBars + 1; the status and the model "
+        "card then carry a warning.",
     )
 
 
@@ -120,6 +135,28 @@ class LabelSpec(_Model):
     atr_bars: int = Field(14, gt=1, le=1_000)
 
 
+class ThresholdSpec(_Model):
+    """How the probability cut that turns a score into a trade is chosen, on training rows only.
+
+    Every objective is evaluated on the purged inner validation rows (the tail of the training
+    window), never on the test fold.
+    """
+
+    objective: Literal["f1", "expectedReturn", "precisionAtRecall", "fixed"] = Field(
+        "expectedReturn",
+        description="f1: maximise F1; expectedReturn: maximise the mean net R per trade with at "
+        "least minTrades trades; precisionAtRecall: highest precision with recall >= recall; "
+        "fixed: the cut `value`.",
+    )
+    value: float = Field(0.5, ge=0, le=1, description="The cut for objective fixed.")
+    recall: float = Field(
+        0.3, gt=0, le=1, description="Minimum recall for objective precisionAtRecall."
+    )
+    min_trades: int = Field(
+        50, ge=1, description="Fewest validation trades a cut may give (expectedReturn)."
+    )
+
+
 class ModelSpec(_Model):
     """LightGBM parameters Stagegate exposes; each maps to one LightGBM parameter."""
 
@@ -127,7 +164,29 @@ class ModelSpec(_Model):
     num_leaves: int = Field(31, ge=2, le=131_072)
     learning_rate: float = Field(0.05, gt=0, le=1)
     max_rounds: int = Field(500, ge=1, le=100_000, description="num_boost_round ceiling.")
-    early_stopping_rounds: int = Field(50, ge=1)
+    early_stopping_rounds: int = Field(
+        50,
+        ge=1,
+        description="Patience: rounds without improvement of earlyStoppingMetric on the inner "
+        "validation rows before the search stops.",
+    )
+    min_rounds: int = Field(
+        50,
+        ge=1,
+        description="The chosen number of rounds is never below this (capped at maxRounds): a "
+        "noisy validation tail must not pick a model of one or two trees.",
+    )
+    early_stopping_metric: Literal["binary_logloss", "auc", "average_precision"] = Field(
+        "auc",
+        description="Metric on the inner validation rows that chooses the number of rounds "
+        "(defaults measured with bench/bench_early_stopping.py).",
+    )
+    refit: Literal["final", "all", "none"] = Field(
+        "final",
+        description="Refit on the whole training window with the chosen rounds scaled by "
+        "rows(window) / rows(inner split): final: the final model only; all: every fold too; "
+        "none: never (models trained on the inner rows only).",
+    )
     min_data_in_leaf: int = Field(100, ge=1)
     feature_fraction: float = Field(0.8, gt=0, le=1)
     bagging_fraction: float = Field(0.8, gt=0, le=1)
@@ -140,6 +199,7 @@ class ModelSpec(_Model):
         lt=0.5,
         description="Tail of each training window used for early stopping and the threshold.",
     )
+    threshold: ThresholdSpec = Field(default_factory=ThresholdSpec)
 
 
 class GatesSpec(_Model):
@@ -151,8 +211,30 @@ class GatesSpec(_Model):
     min_f1: float = Field(0.45, ge=0, le=1)
     must_beat_baselines: bool = Field(
         True,
-        description="Accuracy, F1 and ROC AUC must beat the majority, always-positive and "
-        "volatility/time-of-day baselines.",
+        description="Per fold, paired, with a one-sided lower confidence bound of the "
+        "difference above zero: accuracy must beat the majority class, net expected R per "
+        "trade must beat trading every bar (always positive), ROC AUC and net expected R must "
+        "beat the volatility/time-of-day model.",
+    )
+    min_expected_return: float | None = Field(
+        0.0,
+        description="Lower confidence bound of the mean per-fold net expected return per "
+        "trade, in R, must reach this; null: no gate.",
+    )
+    min_trades: Annotated[int, Field(ge=0)] | None = Field(
+        100, description="Out-of-sample trades over the stage's folds; null: no gate."
+    )
+    confidence: float = Field(
+        0.9, gt=0.5, lt=1, description="Confidence of the one-sided t bounds over folds."
+    )
+
+
+class CostsSpec(_Model):
+    """Trading costs charged on every trade's entry and exit (defaults: Binance spot taker)."""
+
+    fee_bps: float = Field(10.0, ge=0, le=1000, description="Fee per side, basis points.")
+    slippage_bps: float = Field(
+        2.0, ge=0, le=1000, description="Slippage per side against the modelled price, bps."
     )
 
 
@@ -204,6 +286,13 @@ class ArtifactsSpec(_Model):
     secret_ref: SecretRef | None = Field(
         None, description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL."
     )
+    volume_claim: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="A ReadWriteMany PersistentVolumeClaim mounted in every step pod at the "
+        "path of uri, which must then be file:///path.",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -211,6 +300,23 @@ class ArtifactsSpec(_Model):
         if "://" in uri and not uri.startswith(("s3://", "file://")):
             raise ValueError("must start with s3:// or file://")
         return uri
+
+    @model_validator(mode="after")
+    def _claim_needs_a_mount_path(self) -> ArtifactsSpec:
+        # The claim is mounted at the URI's path, so the URI must be an absolute file:// path
+        # (and not the root or /tmp, which the pod already uses).
+        if self.volume_claim is not None and not (
+            self.uri.startswith("file:///") and self.mount_path() not in ("/", "/tmp")
+        ):
+            raise ValueError(
+                "uri must be file:///<absolute path> when volumeClaim is set: the claim is "
+                f"mounted at that path in every step pod (got {self.uri!r})"
+            )
+        return self
+
+    def mount_path(self) -> str:
+        """Where a file:// URI points inside the pods ('/' normalised away at the end)."""
+        return "/" + self.uri.removeprefix("file://").strip("/")
 
 
 class TrainingJobSpec(_Model):
@@ -224,6 +330,7 @@ class TrainingJobSpec(_Model):
     label: LabelSpec = Field(default_factory=LabelSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
+    costs: CostsSpec = Field(default_factory=CostsSpec)
     approval: ApprovalSpec = Field(default_factory=ApprovalSpec)
     parallelism: int = Field(4, ge=1, le=256, description="Fold Jobs running at once.")
     max_retries: int = Field(2, ge=0, le=20, description="Retries of a failed fold.")
@@ -243,8 +350,44 @@ class TrainingJobSpec(_Model):
 
     def purge_bars(self, stage: StageName) -> int:
         configured = self.stages.get(stage).purge_bars
+        return self.min_purge_bars if configured is None else configured
+
+    @property
+    def min_purge_bars(self) -> int:
         # Entry is the next bar's open, so the label looks horizon + 1 bars past its row.
-        return self.label.horizon_bars + 1 if configured is None else configured
+        return self.label.horizon_bars + 1
+
+    def leaky_purge_warnings(self) -> list[str]:
+        """One line per stage whose purge lets training labels overlap its test period."""
+        return [
+            f"spec.stages.{stage}.purgeBars {self.purge_bars(stage)} is below "
+            f"label.horizonBars + 1 = {self.min_purge_bars} (allowLeakyPurge): training labels "
+            "can see the test period, so its metrics are optimistic"
+            for stage in STAGES
+            if self.purge_bars(stage) < self.min_purge_bars
+        ]
+
+    @model_validator(mode="after")
+    def _purge_covers_the_label(self) -> TrainingJobSpec:
+        errors = [
+            InitErrorDetails(
+                type=PydanticCustomError(
+                    "leaky_purge",
+                    "must be at least {minimum} (label.horizonBars + 1), or training labels "
+                    "overlap the test period; set allowLeakyPurge: true to accept the leak",
+                    {"minimum": self.min_purge_bars},
+                ),
+                loc=("stages", stage, "purgeBars"),
+                input=self.stages.get(stage).purge_bars,
+            )
+            for stage in STAGES
+            if self.purge_bars(stage) < self.min_purge_bars
+            and not self.stages.get(stage).allow_leaky_purge
+        ]
+        if errors:
+            # Raised with the field's own location, so the message names spec.stages.X.purgeBars.
+            raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
 
     def stages_to_run(self) -> tuple[StageName, ...]:
         return {"sequential": STAGES, "quick": ("quick",), "full": ("full",)}[self.mode]
@@ -371,7 +514,8 @@ def spec_fingerprint(spec: TrainingJobSpec) -> str:
     relevant = spec.model_dump(
         mode="json",
         by_alias=True,
-        include={"symbol", "timeframe", "data", "stages", "label", "model"},
+        # costs change every fold's trading metrics, so a run folder holds one cost model.
+        include={"symbol", "timeframe", "data", "stages", "label", "model", "costs"},
     )
     relevant["timeframe"] = spec.canonical_timeframe
     blob = json.dumps(relevant, sort_keys=True, separators=(",", ":")).encode()

@@ -46,6 +46,7 @@ class StageObservation:
     fold_count: int | None = None  # known once prepare has succeeded
     folds: Mapping[int, Step] = field(default_factory=dict)
     summary_passed: bool | None = None  # None: no summary yet
+    summary: Step = Step()  # the summary step's attempts (the operator runs it as a Job)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,15 @@ def _retry(step: Step, max_retries: int) -> tuple[bool, int]:
     return step.failures <= max_retries, step.failures + 1
 
 
+def _exhausted(step: Step, max_retries: int) -> bool:
+    """A step that is not running and has failed more than `maxRetries` times ends the run.
+
+    An absent step counts too: an attempt whose result was lost is a failed attempt, so a step
+    that keeps losing its result cannot be started again forever.
+    """
+    return step.state in ("absent", "failed") and not _retry(step, max_retries)[0]
+
+
 def _gate(
     spec: TrainingJobSpec, where: Literal["full", "final"], passed: bool, obs: Observation
 ) -> GateVerdict:
@@ -140,7 +150,7 @@ def _run_stage(spec: TrainingJobSpec, stage: StageName, obs: Observation) -> Dec
         return None
     if seen.prepare.state != "succeeded" or seen.fold_count is None:
         # A failure past its retries outranks suspension: suspending must not hide it.
-        if seen.prepare.state == "failed" and not _retry(seen.prepare, spec.max_retries)[0]:
+        if _exhausted(seen.prepare, spec.max_retries):
             reason = f"{stage} stage: prepare failed after {seen.prepare.failures} attempts"
             return Decision("Failed", (StopRunning(),), _with(reason, seen.prepare.error), stage)
         if spec.suspend:
@@ -154,7 +164,7 @@ def _run_stage(spec: TrainingJobSpec, stage: StageName, obs: Observation) -> Dec
     steps = {n: seen.folds.get(n, Step()) for n in range(1, total + 1)}
     done = sum(1 for s in steps.values() if s.state == "succeeded")
     for number, step in sorted(steps.items()):
-        if step.state == "failed" and not _retry(step, spec.max_retries)[0]:
+        if _exhausted(step, spec.max_retries):
             reason = f"{stage} stage: fold {number} failed after {step.failures} attempts"
             return Decision(
                 "Failed", (StopRunning(),), _with(reason, step.error), stage, done, total
@@ -162,6 +172,14 @@ def _run_stage(spec: TrainingJobSpec, stage: StageName, obs: Observation) -> Dec
     if spec.suspend:
         return Decision(phase, (StopRunning(),), f"{stage} stage suspended", stage, done, total)
     if done == total:
+        summary = seen.summary
+        if _exhausted(summary, spec.max_retries):
+            reason = f"{stage} stage: summary failed after {summary.failures} attempts"
+            return Decision(
+                "Failed", (StopRunning(),), _with(reason, summary.error), stage, done, total
+            )
+        # While the summary runs, Summarise is still the wanted action: carrying it out is
+        # idempotent (the step exists), and the local runner summarises in-process.
         return Decision(
             phase, (Summarise(stage),), f"summarising the {stage} stage", stage, done, total
         )

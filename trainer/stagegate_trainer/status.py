@@ -6,7 +6,7 @@ states, and returns the JSON-able status that `kubectl get/describe` and `--outp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +29,29 @@ class Clock:
     fold_seconds: Mapping[str, list[float]] = field(default_factory=dict)  # per stage
 
 
+def gates_failed(status: Mapping[str, Any]) -> str | None:
+    """The stage whose failed gates a Succeeded run ends with, else None.
+
+    A run can complete with failed gates (mode quick; an explicit approval past a failed full
+    stage); its exit code (5) and outcome line must say so, or a script reads it as a pass.
+    """
+    if status.get("phase") != "Succeeded":
+        return None
+    stages = status.get("stages") or {}
+    last = next((s for s in ("full", "quick") if "passed" in (stages.get(s) or {})), None)
+    return last if last is not None and not stages[last]["passed"] else None
+
+
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def expected_r_text(decision: Mapping[str, Any]) -> str:
+    """`-0.12R (≥-0.30)`: the mean net R per trade and its lower confidence bound."""
+    mean, lower = decision.get("expectedR"), decision.get("expectedRLowerBound")
+    if mean is None:
+        return "-"
+    return f"{mean:+.2f}R" + ("" if lower is None else f" (≥{lower:+.2f})")
 
 
 def _eta(decision: Decision, clock: Clock, parallelism: int) -> float | None:
@@ -66,6 +87,7 @@ def build_status(
     artifacts: Mapping[str, str],
     approval: Mapping[str, Any] | None = None,
     previous_conditions: list[dict[str, str]] | None = None,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
     stages: dict[str, Any] = {}
     for stage, plan in plans.items():
@@ -86,6 +108,9 @@ def build_status(
                 entry["error"] = step.error
             if number in metrics:
                 entry["metrics"] = {m: metrics[number]["model"].get(m) for m in METRICS}
+                # The trees early stopping chose on the inner split (spec.model.minRounds ...).
+                if metrics[number].get("bestIteration") is not None:
+                    entry["bestIteration"] = metrics[number]["bestIteration"]
             folds.append(entry)
         stages[stage] = {
             "plan": {
@@ -105,9 +130,14 @@ def build_status(
             stages[stage]["baselines"] = summary["baselines"]
             stages[stage]["gates"] = summary["gates"]
             stages[stage]["passed"] = summary["passed"]
+            if summary.get("decision"):
+                # What a person approves on: net expected R with its bound, trades, verdicts.
+                stages[stage]["decision"] = summary["decision"]
 
     latest = next((s for s in ("full", "quick") if s in summaries), None)
     printed = {m: percent(summaries[latest]["model"][m]["mean"]) for m in PRINTED} if latest else {}
+    if latest and summaries[latest].get("decision"):
+        printed["expectedR"] = expected_r_text(summaries[latest]["decision"])
     status: dict[str, Any] = {
         "phase": decision.phase,
         "stage": decision.stage,
@@ -123,6 +153,8 @@ def build_status(
     }
     if approval:
         status["approval"] = dict(approval)
+    if warnings:
+        status["warnings"] = list(warnings)
     return status
 
 

@@ -171,6 +171,7 @@ def load_data(spec: TrainingJobSpec, cache: ArtifactStore | None = None) -> Load
         start=spec.data.start,
         end=spec.data.end,
         cache=cache,
+        ohlc_tolerance=spec.data.ohlc_tolerance,
     )
 
 
@@ -223,6 +224,7 @@ def fold(
 ) -> FoldOutcome:
     from .dataset import to_parquet_bytes
     from .fold import run_fold
+    from .trading import context_for
 
     started = time.perf_counter()
     key = layout.fold_metrics(stage, number)
@@ -236,6 +238,7 @@ def fold(
         spec=run.spec.model,
         purge_ns=plan.purge_bars * timeframes.bar_ns(run.spec.canonical_timeframe),
         num_threads=num_threads,
+        trading=context_for(run.spec),
     )
     metrics = {"stage": stage, "folds": len(plan.folds), **result.metrics}
     run.store.write_bytes(
@@ -262,14 +265,27 @@ def summarise(run: Run, stage: StageName) -> dict[str, Any]:
     folds = finished_folds(run, stage)
     summary = summarise_stage(stage, list(folds.values()), run.spec.gates)
     run.store.write_json(layout.stage_summary(stage), summary)
+    write_report(run, stage, summary)
     return summary
+
+
+def write_report(run: Run, stage: StageName, summary: dict[str, Any]) -> str:
+    """Render the stage's report.html and its PNGs into the store; returns its URI."""
+    from .htmlreport import render_stage_report
+
+    files = render_stage_report(run, stage, summary)
+    for name, data in sorted(files.items()):
+        run.store.write_bytes(f"{layout.report_dir(stage)}/{name}", data)
+    return run.store.uri(layout.stage_report(stage))
 
 
 def final(run: Run, *, num_threads: int, approved_by: str = "") -> dict[str, Any]:
     """Train the production model on the latest window and write it with its model card.
 
-    The window is the full stage's training length ending at the last labelled bar, with the
-    same inner early-stopping split and purge as every fold.
+    The window is the full stage's training length ending at the last labelled bar. Rounds and
+    threshold are chosen on the same inner early-stopping split and purge as every fold; then
+    (unless `model.refit: none`) the model is refit on every row of the window, so the most
+    recent months, the validation tail, are learnt from too.
     """
     import numpy as np
 
@@ -277,6 +293,7 @@ def final(run: Run, *, num_threads: int, approved_by: str = "") -> dict[str, Any
     from .features import FEATURE_NAMES
     from .fold import fit
     from .plan import NS_PER_DAY, iso
+    from .trading import OUTCOME_R, RISK_FRACTION, context_for, net_r
 
     if run.store.exists(layout.MODEL_CARD):
         card: dict[str, Any] = run.store.read_json(layout.MODEL_CARD)
@@ -300,6 +317,12 @@ def final(run: Run, *, num_threads: int, approved_by: str = "") -> dict[str, Any
         purge_ns=spec.purge_bars("full") * bar_ns,
         num_threads=num_threads,
         feature_names=names,
+        r_net=net_r(
+            window[OUTCOME_R].to_numpy(dtype=np.float64),
+            window[RISK_FRACTION].to_numpy(dtype=np.float64),
+            context_for(spec).cost_fraction,
+        ),
+        refit=spec.model.refit != "none",
     )
     plan = run.store.read_json(layout.PLAN)
     summaries = {
@@ -318,9 +341,19 @@ def final(run: Run, *, num_threads: int, approved_by: str = "") -> dict[str, Any
             "hash": plan.get("dataHash"),
             "summary": plan.get("dataSummary"),
             "trainStart": iso(int(ts[first])),
-            "trainEnd": iso(int(ts[-1]) + bar_ns),
+            "trainEnd": iso(int(ts[-1]) + bar_ns),  # exclusive: the last row's bar end
+            "trainLastRow": iso(int(ts[-1])),
             "trainRows": len(window),
         },
+        # Rows the model was trained on, its rounds and how they were chosen.
+        "training": {
+            **model.describe(spec.model.early_stopping_metric),
+            "minRounds": spec.model.min_rounds,
+            "patience": spec.model.early_stopping_rounds,
+            "thresholdChosenOn": "the inner split's validation rows, scored by the model "
+            "trained on the inner rows",
+        },
+        "warnings": spec.leaky_purge_warnings(),
         "features": names,
         "parameters": {
             "lightgbm": {
@@ -333,12 +366,18 @@ def final(run: Run, *, num_threads: int, approved_by: str = "") -> dict[str, Any
         },
         "label": spec.label.model_dump(mode="json", by_alias=True),
         "stages": summaries,
+        # Each stage's report.html (equity curves, ROC, calibration, the gates).
+        "reports": {
+            stage: run.store.uri(layout.stage_report(stage))
+            for stage in summaries
+            if run.store.exists(layout.stage_report(stage))
+        },
         "approvedBy": approved_by,
         "package": {"stagegate": __version__, "python": platform.python_version()},
     }
     run.store.write_bytes(
         layout.FINAL_MODEL,
-        model.booster.model_to_string(num_iteration=model.best_iteration).encode(),
+        model.booster.model_to_string(num_iteration=model.rounds).encode(),
     )
     run.store.write_json(layout.MODEL_CARD, card)
     return card

@@ -10,7 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .metricnames import BASELINES, METRICS
+from .gatestats import baseline_gates, decision, trading_gates
+from .metricnames import BASELINES, METRICS, TRADING_METRICS
 from .spec import GatesSpec
 
 
@@ -34,10 +35,29 @@ def aggregate(
     return {m: _mean_std([pick(f).get(m) for f in folds]) for m in METRICS}
 
 
+def aggregate_trading(
+    folds: Sequence[dict[str, Any]], baseline: str | None = None
+) -> dict[str, Any]:
+    def pick(fold: dict[str, Any]) -> dict[str, Any]:
+        trading = fold.get("trading") or {}
+        block = (trading.get("baselines") or {}).get(baseline) if baseline else trading.get("model")
+        return block or {}
+
+    return {m: _mean_std([pick(f).get(m) for f in folds]) for m in TRADING_METRICS}
+
+
 def evaluate_gates(
-    gates: GatesSpec, model: dict[str, Any], baselines: dict[str, Any]
+    gates: GatesSpec,
+    model: dict[str, Any],
+    baselines: dict[str, Any],
+    folds: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """Each gate with its value, threshold and verdict; the stage passes when all pass."""
+    """Each gate with its value, threshold and verdict; the stage passes when all pass.
+
+    The min* classification gates judge the stage means. The baseline gates are paired per
+    fold and judged by a confidence bound (gatestats.py), so they need `folds`; so do the
+    trading gates.
+    """
 
     def mean(block: dict[str, Any], metric: str) -> float | None:
         return block[metric]["mean"]
@@ -48,34 +68,9 @@ def evaluate_gates(
         ("minRocAuc", "rocAuc", mean(model, "rocAuc"), gates.min_roc_auc),
         ("minF1", "f1", mean(model, "f1"), gates.min_f1),
     ]
-    if gates.must_beat_baselines:
-        checks += [
-            (
-                "beatsMajority",
-                "accuracy",
-                mean(model, "accuracy"),
-                mean(baselines["majority"], "accuracy"),
-            ),
-            (
-                "beatsAlwaysPositive",
-                "f1",
-                mean(model, "f1"),
-                mean(baselines["alwaysPositive"], "f1"),
-            ),
-            (
-                "beatsVolatilityTime",
-                "rocAuc",
-                mean(model, "rocAuc"),
-                mean(baselines["volatilityTime"], "rocAuc"),
-            ),
-        ]
     results = []
     for name, metric, value, threshold in checks:
-        if name.startswith("beats"):
-            # A baseline is beaten only strictly: a tie means the model adds nothing.
-            passed = value is not None and threshold is not None and value > threshold
-        else:
-            passed = value is not None and threshold is not None and value >= threshold
+        passed = value is not None and threshold is not None and value >= threshold
         results.append(
             {
                 "gate": name,
@@ -83,8 +78,17 @@ def evaluate_gates(
                 "value": value,
                 "threshold": threshold,
                 "passed": passed,
+                "verdict": "pass" if passed else "fail",
             }
         )
+    if gates.must_beat_baselines:
+        results += baseline_gates(folds, gates.confidence)
+    results += trading_gates(
+        folds,
+        min_expected_return=gates.min_expected_return,
+        min_trades=gates.min_trades,
+        confidence=gates.confidence,
+    )
     return results
 
 
@@ -94,7 +98,7 @@ def summarise_stage(
     ordered = sorted(folds, key=lambda f: f["fold"])
     model = aggregate("model", ordered)
     baselines = {b: aggregate("model", ordered, baseline=b) for b in BASELINES}
-    gate_results = evaluate_gates(gates, model, baselines)
+    gate_results = evaluate_gates(gates, model, baselines, ordered)
     return {
         "stage": stage,
         "folds": len(ordered),
@@ -102,6 +106,11 @@ def summarise_stage(
         "baselines": baselines,
         "gates": gate_results,
         "passed": all(g["passed"] for g in gate_results),
+        "trading": {
+            "model": aggregate_trading(ordered),
+            "baselines": {b: aggregate_trading(ordered, baseline=b) for b in BASELINES},
+        },
+        "decision": decision(ordered, gate_results, gates.confidence),
         "perFold": [
             {"fold": f["fold"], **{m: f["model"].get(m) for m in METRICS}} for f in ordered
         ],

@@ -16,6 +16,7 @@ from stagegate_trainer.data.errors import DataError
 from stagegate_trainer.data.resample import resample_ohlcv
 from stagegate_trainer.data.uri import parse_table, read_table
 from stagegate_trainer.data.validate import (
+    DEFAULT_OHLC_TOLERANCE,
     VALUE_COLUMNS,
     DataReport,
     describe,
@@ -77,6 +78,7 @@ def load_ohlcv(
     start: datetime | None = None,
     end: datetime | None = None,
     cache: ArtifactStore | None = None,
+    ohlc_tolerance: float = DEFAULT_OHLC_TOLERANCE,
 ) -> LoadedData:
     """Load bars of `symbol` at `timeframe` whose open time lies in [start, end].
 
@@ -119,7 +121,7 @@ def load_ohlcv(
     else:
         raise DataError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
 
-    frame, report = validate_ohlcv(raw, source_tf, origin=origin)
+    frame, report = validate_ohlcv(raw, source_tf, origin=origin, ohlc_tolerance=ohlc_tolerance)
     dropped = 0
     if tf != source_tf:
         frame, dropped = resample_ohlcv(frame, source_tf, tf)
@@ -141,6 +143,7 @@ def load_ohlcv(
         duplicates_dropped=report.duplicates_dropped,
         off_grid_snapped=report.off_grid_snapped,
         off_grid_dropped=report.off_grid_dropped,
+        ohlc_tolerated=report.ohlc_tolerated,
         resampled_from=source_tf if tf != source_tf else None,
         incomplete_bars_dropped=dropped,
     )

@@ -25,6 +25,9 @@ _NS_PER_MINUTE = 60 * 1_000_000_000
 _NS_PER_MS = 1_000_000
 # Integer epochs below this are before 1973 in milliseconds: almost surely seconds instead.
 _MIN_PLAUSIBLE_MS = 100_000_000_000
+# Relative slack of the OHLC consistency checks (spec.data.ohlcTolerance): exchanges and format
+# conversions leave ~1e-15 relative rounding in high/low, which is noise, not a broken bar.
+DEFAULT_OHLC_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class DataReport:
     zero_volume_bars: int = 0
     resampled_from: str | None = None
     incomplete_bars_dropped: int = 0
+    ohlc_tolerated: int = 0  # bars off by rounding noise (within the tolerance), clamped
 
     @property
     def longest_gap_hours(self) -> float:
@@ -75,6 +79,8 @@ class DataReport:
             parts.append(f"{self.off_grid_snapped:,} off-grid snapped")
         if self.off_grid_dropped:
             parts.append(f"{self.off_grid_dropped:,} off-grid dropped")
+        if self.ohlc_tolerated:
+            parts.append(f"{self.ohlc_tolerated:,} bars' high/low rounding clamped")
         if self.gaps:
             parts.append(
                 f"{self.gaps:,} gaps ({self.missing_bars:,} missing bars, "
@@ -133,7 +139,7 @@ def timestamps_ns(column: pd.Series, *, origin: str) -> np.ndarray:
 
 def _raise_missing_ts(bad: np.ndarray, origin: str, raw: pd.Series | None = None) -> None:
     row = int(np.flatnonzero(bad)[0])
-    shown = f" ({raw.iloc[row]!r})" if raw is not None else ""
+    shown = f" ({_plain(raw.iloc[row])!r})" if raw is not None else ""
     raise DataError(
         f"{origin}: missing or unreadable timestamp at row {row}{shown}; "
         f"{int(bad.sum()):,} such rows"
@@ -157,31 +163,49 @@ def _columns(frame: pd.DataFrame, origin: str) -> pd.DataFrame:
     return frame[[by_name[c] for c in OHLCV_COLUMNS]].set_axis(list(OHLCV_COLUMNS), axis=1)
 
 
-def _check_values(ts: np.ndarray, values: dict[str, np.ndarray], origin: str) -> None:
-    """Reject impossible bars, naming the first bad one (rows are already in time order)."""
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds, so messages show 29216.1, not np.float64."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _check_values(
+    ts: np.ndarray, values: dict[str, np.ndarray], origin: str, tolerance: float
+) -> int:
+    """Reject impossible bars, naming the first bad one (rows are already in time order).
+
+    High and low may miss open/close (or each other) by `tolerance` relative to the price:
+    such bars are clamped in place (high = max(open, high, close), low = min(...)) and counted.
+    Returns that count.
+    """
     o, h, lo, c, v = (values[k] for k in VALUE_COLUMNS)
     prices = np.column_stack([o, h, lo, c])
+    top, bottom = np.maximum(o, c), np.minimum(o, c)
     with np.errstate(invalid="ignore"):
+        # Beyond the slack: a bar no rounding explains.
         rules: list[tuple[str, np.ndarray]] = [
             ("NaN or infinite value", ~np.isfinite(np.column_stack([prices, v])).all(axis=1)),
             ("non-positive price", np.asarray((prices <= 0).any(axis=1), dtype=bool)),
-            ("high < low", h < lo),
-            ("high < max(open, close)", h < np.maximum(o, c)),
-            ("low > min(open, close)", lo > np.minimum(o, c)),
+            ("high < low", lo - h > tolerance * lo),
+            ("high < max(open, close)", top - h > tolerance * top),
+            ("low > min(open, close)", lo - bottom > tolerance * lo),
             ("negative volume", v < 0),
         ]
     any_bad = np.zeros(len(ts), dtype=bool)
     for _, mask in rules:
         any_bad |= mask
-    if not any_bad.any():
-        return
-    row = int(np.flatnonzero(any_bad)[0])
-    reason = next(name for name, mask in rules if mask[row])
-    bar = ", ".join(f"{k}={values[k][row]!r}" for k in VALUE_COLUMNS)
-    raise DataError(
-        f"{origin}: bad bar at {_fmt(ts[row])}: {reason} ({bar}); "
-        f"{int(any_bad.sum()):,} bad rows in all"
-    )
+    if any_bad.any():
+        row = int(np.flatnonzero(any_bad)[0])
+        reason = next(name for name, mask in rules if mask[row])
+        bar = ", ".join(f"{k}={_plain(values[k][row])!r}" for k in VALUE_COLUMNS)
+        raise DataError(
+            f"{origin}: bad bar at {_fmt(ts[row])}: {reason} ({bar}); "
+            f"{int(any_bad.sum()):,} bad rows in all (OHLC tolerance {tolerance:g} relative)"
+        )
+    tolerated = (h < top) | (lo > bottom) | (h < lo)
+    if tolerated.any():
+        values["high"] = np.maximum(h, top)
+        values["low"] = np.minimum(lo, bottom)
+    return int(tolerated.sum())
 
 
 @dataclass(frozen=True)
@@ -260,14 +284,20 @@ def infer_timeframe(frame: pd.DataFrame, *, origin: str, default: str) -> str:
 
 
 def validate_ohlcv(
-    frame: pd.DataFrame, timeframe: str, *, origin: str
+    frame: pd.DataFrame,
+    timeframe: str,
+    *,
+    origin: str,
+    ohlc_tolerance: float = DEFAULT_OHLC_TOLERANCE,
 ) -> tuple[pd.DataFrame, DataReport]:
     """Check, sort, de-duplicate and grid-align OHLCV bars; raise `DataError` on bad data.
 
     - duplicates (same timestamp): the last row in file order wins, as exchanges re-publish
       corrected bars;
     - off-grid bars are snapped to the nearest grid slot when that slot is free, else dropped;
-    - gaps are counted, never filled.
+    - gaps are counted, never filled;
+    - high/low that miss open/close by at most `ohlc_tolerance` (relative) are clamped and
+      counted; beyond it, the bar is refused.
     """
     try:
         tf = timeframes.canonical(timeframe)
@@ -287,7 +317,7 @@ def validate_ohlcv(
     order = np.argsort(ts, kind="stable")
     ts = ts[order]
     values = {k: v[order] for k, v in values.items()}
-    _check_values(ts, values, origin)
+    tolerated = _check_values(ts, values, origin, ohlc_tolerance)
 
     last_of_run = np.ones(len(ts), dtype=bool)
     last_of_run[:-1] = ts[1:] != ts[:-1]
@@ -317,6 +347,7 @@ def validate_ohlcv(
             "duplicates_dropped": duplicates,
             "off_grid_snapped": off_snapped,
             "off_grid_dropped": off_dropped,
+            "ohlc_tolerated": tolerated,
         }
     )
     return clean, report
