@@ -1,36 +1,52 @@
-"""The operator at scale: many TrainingJobs of many folds against the Kubernetes emulator.
+"""The operator at scale: many TrainingJobs of many folds against a real local Kubernetes cluster.
 
     .venv/bin/python bench/bench_operator_scale.py                       # 100 TJs x 45 folds
     .venv/bin/python bench/bench_operator_scale.py --count 5 --folds 5   # a quick check
 
-What runs (every process in its own process group, all stopped at exit):
-- the emulator (`tests/kube`, as `python -m tests.kube serve` does, plus a request counter that
-  tells clients apart by User-Agent: the operator's own aiohttp client, kopf, this bench);
-- the real operator, `stagegate-operator --trainer-command "<python> -S bench/stub_trainer.py"`
-  (`--resync-seconds`, default 5), so every step pod is one bare interpreter start that writes
-  a result of the right shape (prepare: quick --quick-folds, full --folds folds; all gates pass);
+What runs (every process in its own process group, all stopped at exit, checked gone):
+- a `tests.cluster.cluster.LocalCluster` in a fresh folder under /var/tmp: etcd, the real
+  kube-apiserver, kube-controller-manager and kube-scheduler, plus the node agent that runs
+  each pod's command as a local process (the venv's bin first on PATH). The node gets enough
+  pod slots and CPU for every Job of the run (`max_pods` = count x (quick + full + 4) + 50).
+  Two additions, made here only: the API server writes an audit log (policy below) so that
+  requests can be told apart by client, and the node agent logs in as a user of its own
+  (`bench-node-agent`, system:masters) because its aiohttp User-Agent is the operator's;
+- the real operator, `stagegate-operator --kubeconfig <the cluster's admin kubeconfig>
+  --trainer-command "<python> -S bench/stub_trainer.py"` (`--resync-seconds`, default 5), so
+  every step pod is one bare interpreter start that writes a result of the right shape
+  (prepare: quick --quick-folds, full --folds folds; all gates pass);
 - N TrainingJobs, manual approval, default stages except `maxFolds` (quick --quick-folds, full
-  --folds) and `parallelism` (--parallelism, default 4 as in the spec).
+  --folds) and `parallelism` (--parallelism, default 4 as in the spec); artifacts go to an
+  absolute file:// URI in the work folder (the stub trainer writes nothing there).
 
 Steps: create the N TrainingJobs, wait until all are AwaitingApproval, approve them (one merge
 patch of the approval annotation each, back to back, or --approve-interval apart; the local time
 just before each PATCH is sent is its approval time), wait until all are Succeeded.
 
-Figures (printed, never asserted):
+Figures (printed, never asserted). The last line is one JSON object: count, folds,
+approval_to_first_job_p50_s / _p99_s, operator_peak_rss_mib, and per TrainingJob (`_per_job`;
+`_per_k8s_job` divides by Kubernetes Jobs instead) operator_cpu_s_per_job and
+operator_requests_per_job (audit log: the operator's KubeApi plus kopf), among others.
 - wall time of each phase and in total;
 - operator peak RSS (psutil, every --sample seconds, the operator process alone; it has no
-  children) and the emulator's for context;
+  children) and the API server's and etcd's for context;
 - approval -> first full-stage fold Job: the bench watches Jobs itself (a streaming watch,
   started before anything is created) and stamps each Job's ADDED event with the local clock on
   arrival; p50 / p99 / max over the N TrainingJobs. Also approval -> phase Full (from a watch
   on the TrainingJobs);
-- API requests per TrainingJob: counted inside the emulator for every HTTP request, by client
-  (User-Agent `Python/... aiohttp/...` = the operator's KubeApi, `kopf/...` = kopf's watches and
-  patches, `Python-urllib` = this bench), by verb and resource; a WATCH is one request however
-  long it streams. Cross-checked against `stagegate_reconciles_total` and friends from the
-  operator's /metrics;
-- CPU seconds of the operator, of the emulator and of all pod processes (the emulator's reaped
-  children), against the wall time x cores, to tell which part saturates the machine.
+- API requests per TrainingJob, from the kube-apiserver's audit log (level Metadata, user
+  `admin` only, stage RequestReceived omitted; one request = one auditID, counted at its first
+  logged stage, so a WATCH is one request however long it streams and is counted when it
+  starts). `apiserver_request_total` cannot be used: it has no user or User-Agent label. The
+  operator's process uses the admin token with two clients, told apart by User-Agent:
+  `Python/... aiohttp/...` = the operator's own KubeApi, `kopf/...` = kopf's watches and
+  patches (both are the operator; `operator_requests_per_job` counts both). `Python-urllib`
+  = this bench; the scheduler/controller-manager use their own agents or service accounts.
+  Cross-checked against `stagegate_reconciles_total` and friends from the operator's /metrics;
+- CPU seconds of the operator, of the control plane (etcd + kube-apiserver +
+  kube-controller-manager + kube-scheduler), of the node agent and of all pod processes (the
+  agent's reaped children: shims and containers), against the wall time x cores, to tell which
+  part saturates the machine.
 
 Targets (DESIGN / scale issue): approval -> first full Job p99 <= 2 s, operator memory <= 300 MiB.
 `--profile-operator` runs py-spy (when on PATH or under --py-spy) on the operator for the
@@ -47,7 +63,7 @@ import os
 import re
 import shutil
 import signal
-import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -76,62 +92,118 @@ TARGET_MEMORY_MIB = 300.0
 COUNTS_PATH = "/_bench/requests"
 
 
-# --------------------------------------------------------------------------- emulator mode
-def serve_emulator(argv: list[str]) -> int:
-    """`python -m tests.kube serve ...` with every HTTP request counted (see COUNTS_PATH)."""
-    sys.path.insert(0, str(ROOT))
-    from aiohttp import web
+# --------------------------------------------------------------------------- the cluster
+sys.path.insert(0, str(ROOT))
+from tests.cluster.cluster import NODE, LocalCluster  # noqa: E402
+from tests.cluster.controlplane import ControlPlane, token  # noqa: E402
+from tests.support.procs import free_port, kill_group  # noqa: E402
 
-    from tests.kube import server as kserver
-    from tests.kube.__main__ import main as kube_main
+NODE_USER = "bench-node-agent"
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "users": ["admin"]}, {"level": "None"}],
+}
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
-    counts: Counter[tuple[str, str, str]] = Counter()
-    original = kserver.Server.handle
 
-    def client_of(agent: str) -> str:
+class AuditedControlPlane(ControlPlane):
+    """The harness's control plane, plus an audit log and a token for the node agent."""
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "logs" / "audit.jsonl"
+
+    def start_apiserver(self) -> None:
+        tokens = self.workdir / "tokens.csv"
+        if NODE_USER not in tokens.read_text():
+            with open(tokens, "a") as f:
+                f.write(f'{token(NODE_USER)},{NODE_USER},uid-{NODE_USER},"system:masters"\n')
+        (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
+        super().start_apiserver()
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        if name == "kube-apiserver":
+            argv = [
+                *argv,
+                "--audit-policy-file", str(self.workdir / "audit-policy.yaml"),
+                "--audit-log-path", str(self.audit_log),
+                "--audit-log-format", "json",
+                "--audit-log-maxsize", "0",
+            ]  # fmt: skip
+        super()._spawn(name, argv)
+
+
+class BenchCluster(LocalCluster):
+    def __init__(self, workdir: Path, **kwargs: Any) -> None:
+        super().__init__(workdir, **kwargs)
+        self.audited = AuditedControlPlane(workdir, self.plane.bin_dir)
+        self.plane = self.audited
+
+    def start_agent(self) -> None:
+        """LocalCluster.start_agent, logged in as NODE_USER instead of admin."""
+        assert self.plane.pki is not None
+        with open(self.workdir / "logs" / "node-agent.log", "ab") as log:
+            self.agent = subprocess.Popen(
+                [sys.executable, "-m", "tests.cluster", "agent", "--server", self.server,
+                 "--token", token(NODE_USER), "--pki", str(self.plane.pki.dir),
+                 "--workdir", str(self.workdir / "node"), "--node-name", NODE,
+                 "--log-port", str(self.log_port), "--cpu", self.cpu, "--memory", self.memory,
+                 "--pods", str(self.max_pods)],
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)  # fmt: skip
+
+
+class AuditCounter:
+    """Reads the audit log incrementally; counts each auditID once, by client/verb/resource."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.seen: set[str] = set()
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+
+    @staticmethod
+    def client_of(agent: str, user: str) -> str:
+        if user != "admin":
+            return user
         if agent.startswith("kopf/"):
             return "kopf"
         if "aiohttp" in agent:
             return "operator"
         if "urllib" in agent:
             return "bench"
-        if "kubectl" in agent:
-            return "kubectl"
         return agent.split("/")[0] or "unknown"
 
-    def resource_of(path: str) -> str:
-        segs = [s for s in path.split("/") if s]
-        if "namespaces" in segs:
-            rest = segs[segs.index("namespaces") + 2 :]
-        elif segs and segs[0] == "api":
-            rest = segs[2:]
-        else:
-            rest = segs[3:]
-        if not rest:
-            return "discovery"
-        return rest[0] + ("/" + rest[2] if len(rest) > 2 else "")
-
-    async def handle(self: Any, request: Any) -> Any:
-        if request.path == COUNTS_PATH:
-            return web.json_response([[*k, v] for k, v in counts.items()])
-        watch = request.query.get("watch") in ("1", "true")
-        verb = "WATCH" if watch else request.method
-        counts[
-            (client_of(request.headers.get("User-Agent", "")), verb, resource_of(request.path))
-        ] += 1
-        return await original(self, request)
-
-    kserver.Server.handle = handle  # type: ignore[method-assign]  # before the Server exists
-    return kube_main(["serve", *argv])
+    def read(self) -> Counter[tuple[str, str, str]]:
+        if not self.path.exists():
+            return Counter(self.counts)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        cut = data.rfind(b"\n") + 1  # a partly written last line waits for the next read
+        self.offset += cut
+        for line in data[:cut].splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            audit_id = event.get("auditID", "")
+            if audit_id in self.seen:
+                continue
+            self.seen.add(audit_id)
+            ref = event.get("objectRef") or {}
+            resource = ref.get("resource") or "nonresource"
+            if ref.get("subresource"):
+                resource += "/" + ref["subresource"]
+            verb = event.get("verb", "?").upper()
+            client = self.client_of(event.get("userAgent", ""), event["user"]["username"])
+            self.counts[(client, verb, resource)] += 1
+        return Counter(self.counts)
 
 
 # --------------------------------------------------------------------------- helpers
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Processes:
     """Everything the bench starts, each in its own session; stopped at exit whatever happens."""
 
@@ -146,9 +218,6 @@ class Processes:
 
     @staticmethod
     def stop(proc: subprocess.Popen[Any], grace: float = 20.0) -> None:
-        sys.path.insert(0, str(ROOT))
-        from tests.kube.util import kill_group
-
         kill_group(proc, grace)
 
     def stop_all(self, verbose: bool = False) -> None:
@@ -165,8 +234,16 @@ class Processes:
 
 
 class Http:
-    def __init__(self, url: str) -> None:
+    """The bench's own client: admin's bearer token over HTTPS (User-Agent Python-urllib)."""
+
+    def __init__(self, url: str, ca: Path) -> None:
         self.url = url
+        self.ctx = ssl.create_default_context(cafile=str(ca))
+        self.headers = {"Authorization": f"Bearer {token('admin')}"}
+
+    def open(self, path: str, timeout: float) -> Any:
+        req = urllib.request.Request(self.url + path, headers=self.headers)
+        return urllib.request.urlopen(req, timeout=timeout, context=self.ctx)
 
     def request(
         self,
@@ -178,10 +255,13 @@ class Http:
     ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
-            self.url + path, data=data, method=method, headers={"Content-Type": content_type}
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": content_type, **self.headers},
         )
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ctx) as resp:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
@@ -200,28 +280,28 @@ class Http:
 class Watch(threading.Thread):
     """A streaming watch that stamps every event with the local clock on arrival."""
 
-    def __init__(self, url: str, path: str, selector: str | None, on_event: Any) -> None:
+    def __init__(self, http: Http, path: str, selector: str | None, on_event: Any) -> None:
         super().__init__(daemon=True, name=f"watch {path}")
-        self.url, self.path, self.selector = url, path, selector
+        self.http, self.path, self.selector = http, path, selector
         self.on_event = on_event
         self.stopping = threading.Event()
         self.rv = ""
         self.reconnects = 0
 
     def run(self) -> None:
-        http = Http(self.url)
+        http = self.http
         query = f"?labelSelector={self.selector}" if self.selector else "?"
         listing = http.ok("GET", self.path + query)
         self.rv = listing["metadata"]["resourceVersion"]
         for item in listing.get("items", []):
             self.on_event("ADDED", item, time.monotonic())
         while not self.stopping.is_set():
-            url = (
-                f"{self.url}{self.path}{query}&watch=1&allowWatchBookmarks=true"
+            path = (
+                f"{self.path}{query}&watch=1&allowWatchBookmarks=true"
                 f"&timeoutSeconds=300&resourceVersion={self.rv}"
             )
             try:
-                with urllib.request.urlopen(url, timeout=330) as resp:
+                with http.open(path, timeout=330) as resp:
                     for line in resp:
                         now = time.monotonic()
                         if self.stopping.is_set():
@@ -241,7 +321,7 @@ class Watch(threading.Thread):
 
 
 class Sampler(threading.Thread):
-    """Peak RSS of the operator (and the emulator) every `interval` seconds."""
+    """Peak RSS of the operator (and the API server, etcd) every `interval` seconds."""
 
     def __init__(self, interval: float) -> None:
         super().__init__(daemon=True, name="sampler")
@@ -312,7 +392,7 @@ def histogram_quantile(metrics: dict[str, float], name: str, q: float) -> float:
     return float("inf")
 
 
-def manifest(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def manifest(name: str, args: argparse.Namespace, artifacts: str) -> dict[str, Any]:
     return {
         "apiVersion": "stagegate.io/v1alpha1",
         "kind": "TrainingJob",
@@ -324,7 +404,7 @@ def manifest(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "stages": {"quick": {"maxFolds": args.quick_folds}, "full": {"maxFolds": args.folds}},
             # The operator refuses a relative folder (no two pods could share it); the stub
             # trainer writes nothing there.
-            "artifacts": {"uri": "file:///tmp/stagegate-bench-runs"},
+            "artifacts": {"uri": artifacts},
         },
     }
 
@@ -409,11 +489,6 @@ def wait_all(
         time.sleep(0.2)
 
 
-def request_counts(http: Http) -> Counter[tuple[str, str, str]]:
-    rows = http.ok("GET", COUNTS_PATH)
-    return Counter({(c, v, r): n for c, v, r, n in rows})
-
-
 def by_client(counts: Counter[tuple[str, str, str]], client: str) -> Counter[str]:
     out: Counter[str] = Counter()
     for (c, verb, res), n in counts.items():
@@ -424,8 +499,6 @@ def by_client(counts: Counter[tuple[str, str, str]], client: str) -> Counter[str
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--serve-emulator"]:
-        return serve_emulator(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--count", type=int, default=100, help="TrainingJobs (default 100)")
     p.add_argument("--folds", type=int, default=45, help="full-stage folds each (default 45)")
@@ -452,73 +525,84 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: sys.exit(130))
-    work = Path(tempfile.mkdtemp(prefix="stagegate-scale-"))
+    work = Path(tempfile.mkdtemp(prefix="stagegate-scale-", dir="/var/tmp"))
+    n_jobs = args.count * (args.quick_folds + args.folds + 4)
+    cluster = BenchCluster(
+        work / "cluster",
+        # Every step pod may ask for CPU; let all of them fit at once (nothing is enforced).
+        cpu=str(max(64, 2 * args.count * args.parallelism)),
+        memory="4Ti",
+        max_pods=n_jobs + 50,
+    )
+    atexit.register(cluster.stop)  # also on an exception before the finally below
     try:
-        return run(args, procs, work)
+        return run(args, procs, cluster, work)
     finally:
         stopping = time.monotonic()
         procs.stop_all(verbose=True)
-        print(f"stopped everything in {time.monotonic() - stopping:.1f} s")
+        pids = [p.pid for _, p in cluster.processes()]
+        cluster.stop()
+        left = leftovers(work, pids)
+        print(
+            f"stopped everything in {time.monotonic() - stopping:.1f} s"
+            + (f"; STILL RUNNING: {left}" if left else "; no process left")
+        )
         if args.keep:
             print(f"work folder kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+        if RESULT:
+            print(json.dumps(RESULT), flush=True)
 
 
-def run(args: argparse.Namespace, procs: Processes, work: Path) -> int:
+RESULT: dict[str, Any] = {}
+
+
+def leftovers(work: Path, pids: list[int]) -> list[str]:
+    """Processes of this run still alive: the cluster's own, or any naming the work folder."""
+    out = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+                continue
+            cmd = " ".join(proc.info["cmdline"] or [])
+            if proc.pid in pids or str(work) in cmd:
+                out.append(f"{proc.pid} {cmd[:100]}")
+    return out
+
+
+def run(args: argparse.Namespace, procs: Processes, cluster: BenchCluster, work: Path) -> int:
     n = args.count
     print(
         f"operator scale bench: {n} TrainingJobs x (prepare + {args.quick_folds} quick + "
         f"{args.folds} full folds + 2 summaries + final), parallelism {args.parallelism}, "
-        f"resync {args.resync_seconds:g} s, {psutil.cpu_count()} CPUs"
+        f"resync {args.resync_seconds:g} s, {psutil.cpu_count()} CPUs; real cluster in {work}"
     )
-    kubeconfig = work / "kubeconfig.yaml"
-    port = free_port()
     boot = time.monotonic()
-    emulator = procs.start(
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "--serve-emulator",
-            "--port",
-            str(port),
-            "--kubeconfig",
-            str(kubeconfig),
-            "--workdir",
-            str(work / "kubelet"),
-            "--job-backoff",
-            "0.2",
-            "--restart-backoff",
-            "0.2",
-            "--bookmark-interval",
-            "5",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=open(work / "emulator.log", "w"),  # noqa: SIM115  (the child holds it)
-        text=True,
+    cluster.start()
+    assert cluster.plane.pki is not None
+    http = Http(cluster.server, cluster.plane.pki.ca)
+    print(
+        f"cluster up in {time.monotonic() - boot:.1f} s ({cluster.server}, node: "
+        f"{cluster.cpu} CPU, {cluster.max_pods} pods)"
     )
-    line = emulator.stdout.readline() if emulator.stdout else ""
-    if "kube-emulator ready" not in line:
-        print(f"emulator did not start: {line!r}\n{(work / 'emulator.log').read_text()}")
-        return 1
-    http = Http(f"http://127.0.0.1:{port}")
     crd = yaml.safe_load(CRD.read_text())
     http.ok("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-    deadline = time.monotonic() + 30
-    while http.request("GET", GROUP_PATH)[0] != 200:
+    deadline = time.monotonic() + 60
+    while http.request("GET", TJ_PATH)[0] != 200:
         if time.monotonic() > deadline:
             raise RuntimeError("CRD not served")
-        time.sleep(0.1)
+        time.sleep(0.2)
 
     metrics_port, health_port = free_port(), free_port()
     trainer = f"{sys.executable} -S {STUB}"
     op_log = work / "operator.log"
+    op_boot = time.monotonic()
     operator = procs.start(
         [
             str(BIN / "stagegate-operator"),
             "--kubeconfig",
-            str(kubeconfig),
+            str(cluster.kubeconfig),
             "--namespace",
             "default",
             "--metrics-port",
@@ -552,29 +636,36 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> int:
         with urllib.request.urlopen(url, timeout=30) as resp:
             return parse_metrics(resp.read().decode())
 
-    print(f"emulator and operator up in {time.monotonic() - boot:.1f} s")
+    print(f"operator up in {time.monotonic() - op_boot:.1f} s")
     state = State()
     watches = [
-        Watch(http.url, JOBS_PATH, LABEL_TJ, state.on_job),
-        Watch(http.url, TJ_PATH, None, state.on_tj),
+        Watch(http, JOBS_PATH, LABEL_TJ, state.on_job),
+        Watch(http, TJ_PATH, None, state.on_tj),
     ]
     for w in watches:
         w.start()
     sampler = Sampler(args.sample)
-    op_ps, emu_ps = psutil.Process(operator.pid), psutil.Process(emulator.pid)
+    plane = dict(cluster.processes())
+    op_ps = psutil.Process(operator.pid)
+    plane_ps = {name: psutil.Process(plane[name].pid) for name in CONTROL_PLANE}
+    agent_ps = psutil.Process(plane["node-agent"].pid)
     sampler.watch("operator", operator.pid)
-    sampler.watch("emulator", emulator.pid)
+    sampler.watch("kube-apiserver", plane["kube-apiserver"].pid)
+    sampler.watch("etcd", plane["etcd"].pid)
     sampler.start()
     time.sleep(1.0)  # the watches have listed and subscribed
+    audit = AuditCounter(cluster.audited.audit_log)
 
     def cpu_now() -> dict[str, float]:
         op, _ = cpu_seconds(op_ps)
-        emu, pods = cpu_seconds(emu_ps)
+        cp = sum(cpu_seconds(x)[0] for x in plane_ps.values())
+        agent, pods = cpu_seconds(agent_ps)
         sys_t = psutil.cpu_times()
         busy = sum(sys_t) - sys_t.idle - getattr(sys_t, "iowait", 0.0)
         return {
             "operator": op,
-            "emulator": emu,
+            "plane": cp,
+            "agent": agent,
             "pods": pods,
             "machine": busy,
             "t": time.monotonic(),
@@ -586,14 +677,16 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> int:
 
     names = [f"scale-{i:03d}" for i in range(n)]
     marks: dict[str, dict[str, Any]] = {}
+    artifacts = (work / "artifacts").as_uri()
 
     def mark(label: str) -> None:
-        marks[label] = {"cpu": cpu_now(), "requests": request_counts(http), "metrics": op_metrics()}
+        time.sleep(0.3)  # audit events of requests just answered reach the log
+        marks[label] = {"cpu": cpu_now(), "requests": audit.read(), "metrics": op_metrics()}
 
     mark("start")
     t0 = time.monotonic()
     for name in names:
-        http.ok("POST", TJ_PATH, manifest(name, args))
+        http.ok("POST", TJ_PATH, manifest(name, args, artifacts))
     created = time.monotonic()
     print(f"created {n} TrainingJobs in {created - t0:.2f} s")
     ok = wait_all(
@@ -684,7 +777,8 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> int:
     job_durations = [job_done[j] - job_added[j] for j in job_done if j in job_added]
     wall = full_done - t0
     peak_op = sampler.peak.get("operator", 0) / MIB
-    peak_emu = sampler.peak.get("emulator", 0) / MIB
+    peak_api = sampler.peak.get("kube-apiserver", 0) / MIB
+    peak_etcd = sampler.peak.get("etcd", 0) / MIB
     cores = psutil.cpu_count() or 1
 
     print()
@@ -705,8 +799,9 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> int:
     )
     print(
         f"  operator peak RSS: {peak_op:.1f} MiB (target <= {TARGET_MEMORY_MIB:.0f} MiB: "
-        f"{'met' if peak_op <= TARGET_MEMORY_MIB else 'NOT met'}); emulator peak RSS "
-        f"{peak_emu:.1f} MiB; {sampler.samples} samples every {args.sample:g} s"
+        f"{'met' if peak_op <= TARGET_MEMORY_MIB else 'NOT met'}); kube-apiserver peak RSS "
+        f"{peak_api:.1f} MiB, etcd {peak_etcd:.1f} MiB; {sampler.samples} samples every "
+        f"{args.sample:g} s"
     )
     met = percentile(lat, 99) <= TARGET_P99 and len(lat) == n
     print(
@@ -734,13 +829,14 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> int:
     ):
         d = cpu_delta(a, b)
         cap = d["t"] * cores
+        ours = d["operator"] + d["plane"] + d["agent"] + d["pods"]
         print(
             f"    {label:26s} wall {d['t']:7.1f} s  operator {d['operator']:7.1f} "
-            f"({d['operator'] / cap:5.1%})  emulator {d['emulator']:7.1f} "
-            f"({d['emulator'] / cap:5.1%})  pods {d['pods']:7.1f} ({d['pods'] / cap:5.1%})"
-            f"  sum {(d['operator'] + d['emulator'] + d['pods']) / cap:5.1%}; whole machine "
-            f"busy {d['machine'] / cap:5.1%} (other processes "
-            f"{(d['machine'] - d['operator'] - d['emulator'] - d['pods']) / cap:5.1%})"
+            f"({d['operator'] / cap:5.1%})  control plane {d['plane']:7.1f} "
+            f"({d['plane'] / cap:5.1%})  node agent {d['agent']:6.1f} ({d['agent'] / cap:5.1%})"
+            f"  pods {d['pods']:7.1f} ({d['pods'] / cap:5.1%})  sum {ours / cap:5.1%}; whole "
+            f"machine busy {d['machine'] / cap:5.1%} (other processes "
+            f"{(d['machine'] - ours) / cap:5.1%})"
         )
 
     # API requests
@@ -748,8 +844,8 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> int:
     quick = marks["quick"]["requests"] - marks["start"]["requests"]
     full = marks["end"]["requests"] - marks["quick"]["requests"]
     print(
-        "  API requests counted by the emulator (every HTTP request, by User-Agent), "
-        "per TrainingJob:"
+        "  API requests from the kube-apiserver's audit log (user admin, by User-Agent; "
+        "the node agent is its own user), per TrainingJob:"
     )
     for client in ("operator", "kopf", "bench"):
         t, q, f = (sum(by_client(c, client).values()) for c in (total, quick, full))
@@ -760,7 +856,7 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> int:
     print("    operator's own client by verb and resource (per TJ):")
     for key, value in sorted(by_client(total, "operator").items(), key=lambda kv: -kv[1]):
         print(f"      {key:40s} {value:7d}  {value / n:7.1f}")
-    print("    kopf by verb and resource (since the emulator started; a WATCH counts once):")
+    print("    kopf by verb and resource (since the operator started; a WATCH counts once):")
     for key, value in sorted(
         by_client(marks["end"]["requests"], "kopf").items(), key=lambda kv: -kv[1]
     ):
@@ -794,6 +890,32 @@ def run(args: argparse.Namespace, procs: Processes, work: Path) -> int:
 
     if spy is not None:
         print_profile(work / "operator.pyspy.txt")
+    op_cpu = cpu_delta("start", "end")["operator"]
+    op_all = op_requests + sum(by_client(total, "kopf").values())
+    RESULT.update(
+        {
+            "count": n,
+            "folds": args.folds,
+            "quick_folds": args.quick_folds,
+            "parallelism": args.parallelism,
+            "succeeded": phases.get("Succeeded", 0),
+            "wall_s": round(wall, 2),
+            "k8s_jobs_created": jobs_created,
+            "approval_to_first_job_p50_s": round(percentile(lat, 50), 3),
+            "approval_to_first_job_p99_s": round(percentile(lat, 99), 3),
+            "approval_to_first_job_max_s": round(max(lat, default=float("nan")), 3),
+            "operator_peak_rss_mib": round(peak_op, 1),
+            # "per_job" = per TrainingJob, as every per-TJ figure above; per Kubernetes Job too.
+            "operator_cpu_s_per_job": round(op_cpu / n, 3),
+            "operator_cpu_s_per_k8s_job": round(op_cpu / max(jobs_created, 1), 4),
+            "operator_requests_per_job": round(op_all / n, 1),
+            "operator_requests_per_k8s_job": round(op_all / max(jobs_created, 1), 2),
+            "operator_kubeapi_requests_per_job": round(op_requests / n, 1),
+            "operator_kopf_requests_per_job": round((op_all - op_requests) / n, 1),
+            "requests_source": "kube-apiserver audit log, user admin, User-Agent aiohttp+kopf",
+            "cpus": cores,
+        }
+    )
     return 0 if phases.get("Succeeded") == n else 1
 
 

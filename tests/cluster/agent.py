@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from .client import Api, ApiError
 from .pods import ConfigError, Launch, PodContext
 
@@ -31,6 +33,12 @@ SHIM = Path(__file__).with_name("shim.py")
 MESSAGE_LIMIT = 4096
 TERMINAL = ("Succeeded", "Failed")
 VERSION = "v1.35.4"
+# The API server (or etcd behind it) is away for a moment: wait and try again, as kubelets do.
+TRANSIENT = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+def transient(exc: BaseException) -> bool:
+    return isinstance(exc, TRANSIENT) or (isinstance(exc, ApiError) and exc.status >= 500)
 
 
 def now() -> str:
@@ -232,6 +240,10 @@ class NodeAgent:
                     break
                 except ConfigError as exc:
                     await self._waiting(run, "CreateContainerConfigError", str(exc))
+                except Exception as exc:
+                    if not transient(exc):
+                        raise
+                    await asyncio.sleep(1)
             for c in run.containers:
                 if c.init and not await self._run_container(run, ctx, c):
                     await self.write_status(run, "Failed")
@@ -240,9 +252,9 @@ class NodeAgent:
                                              for c in run.containers if not c.init))
             if not run.deleting.is_set():
                 await self.write_status(run, "Succeeded" if all(results) else "Failed")
-        except ApiError as exc:
-            if exc.status != 404:
-                print(f"node agent: pod {run.path}: {exc}", file=sys.stderr, flush=True)
+        except Exception as exc:  # one pod's failure must not stop the agent
+            if not (isinstance(exc, ApiError) and exc.status == 404):
+                print(f"node agent: pod {run.path}: {exc!r}", file=sys.stderr, flush=True)
 
     async def _waiting(self, run: PodRun, reason: str, message: str) -> None:
         for c in run.containers:
@@ -266,6 +278,11 @@ class NodeAgent:
                     launch = await ctx.launch(c.spec, state)
                 except ConfigError as exc:
                     await self._waiting(run, "CreateContainerConfigError", str(exc))
+                    continue
+                except Exception as exc:
+                    if not transient(exc):
+                        raise
+                    await asyncio.sleep(1)
                     continue
                 self._start(c, state, launch)
             started = (state / "started").read_text() if (state / "started").exists() else now()
@@ -421,8 +438,17 @@ class NodeAgent:
         }
         if inits:
             status["initContainerStatuses"] = statuses(inits)
-        try:
-            run.pod = await self.api.merge_patch(run.path + "/status", {"status": status})
-        except ApiError as exc:
-            if exc.status not in (404, 409, 422):
-                raise
+        deadline = asyncio.get_running_loop().time() + 600
+        while True:
+            try:
+                run.pod = await self.api.merge_patch(run.path + "/status", {"status": status})
+                return
+            except ApiError as exc:
+                if exc.status in (404, 409, 422):
+                    return
+                if not transient(exc) or asyncio.get_running_loop().time() > deadline:
+                    raise
+            except TRANSIENT:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+            await asyncio.sleep(0.5)
