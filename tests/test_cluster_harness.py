@@ -104,8 +104,10 @@ def test_pod_security_restricted_is_enforced(kube_api: KubeApi) -> None:
 def test_logs_follow_deletion_grace_and_restart_policy(kube_api: KubeApi) -> None:
     apply(kube_api, pod("slow", "trap 'echo got TERM; exit 0' TERM; i=0; "
                         "while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"),
-          pod("flaky", "test -f /tmp/once && exit 0; touch /tmp/once; exit 1",
-              restartPolicy="OnFailure"))
+          pod("flaky", "test -f /scratch/once && exit 0; touch /scratch/once; exit 1",
+              restartPolicy="OnFailure",
+              container={"volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+              volumes=[{"name": "scratch", "emptyDir": {}}]))
     phase(kube_api, "slow", "Running")
     follow = kube_api.popen(str(kube_api.binaries.kubectl), "logs", "-f", "slow")
     time.sleep(1.5)
@@ -165,4 +167,6 @@ def test_restarted_servers_and_node_agent_lose_nothing(
         cluster.start_agent()
         done = phase(kube, "long", "Succeeded", "Failed", timeout=60)
         assert done["status"]["phase"] == "Succeeded"
-        assert kube.kubectl("logs", "long").stdout.strip() == "finished"
+        logs = kube.wait_for(lambda: kube.kubectl("logs", "long", check=False).stdout.strip(),
+                             timeout=20, interval=0.5, message="kubectl logs long")
+        assert logs == "finished"
