@@ -17,13 +17,21 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.emulator import free_port, write_kubeconfig
-from tests.support.kube import KubeApi
-from tests.support.operator import TJ_PATH, Cluster
+from tests.cluster.controlplane import write_kubeconfig
+from tests.support.kube import KubeApi, KubeBinaries, private_cluster
+from tests.support.operator import Cluster, install_crd
+from tests.support.procs import free_port
 from tests.support.runs import BIN, stagegate
 
 REPO = Path(__file__).resolve().parents[1]
-PODS = "/api/v1/namespaces/default/pods"
+
+
+def tj_path(kube: KubeApi) -> str:
+    return f"/apis/stagegate.io/v1alpha1/namespaces/{kube.namespace}/trainingjobs"
+
+
+def pods_path(kube: KubeApi) -> str:
+    return f"/api/v1/namespaces/{kube.namespace}/pods"
 
 
 # ------------------------------------------------------------------ helpers
@@ -45,8 +53,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> s
 
 @pytest.fixture
 def kube(kube_api: KubeApi) -> KubeApi:
-    kube_api.kubectl("apply", "-f", str(REPO / "crds" / "trainingjob.yaml"))
-    kube_api.wait_for(lambda: kube_api.request("GET", TJ_PATH)[0] == 200, message="CRD served")
+    install_crd(kube_api)
     return kube_api
 
 
@@ -57,7 +64,7 @@ def create_tj(kube: KubeApi, name: str, **spec: Any) -> None:
         "metadata": {"name": name},
         "spec": {"symbol": "BTC/USDT", "timeframe": "M15", **spec},
     }
-    kube.create(TJ_PATH, body)
+    kube.create(tj_path(kube), body)
 
 
 def model(acc: float, recall: float = 0.45, auc: float = 0.652, f1: float = 0.47) -> dict:
@@ -129,11 +136,11 @@ def quick_status(phase: str, done: int, *, total: int = 2, summarised: bool = Fa
 
 
 def set_status(kube: KubeApi, name: str, status: dict[str, Any]) -> None:
-    kube.patch(f"{TJ_PATH}/{name}/status", {"status": status})
+    kube.patch(f"{tj_path(kube)}/{name}/status", {"status": status})
 
 
 def annotations_of(kube: KubeApi, name: str) -> dict[str, str]:
-    return kube.get(f"{TJ_PATH}/{name}")["metadata"].get("annotations", {})
+    return kube.get(f"{tj_path(kube)}/{name}")["metadata"].get("annotations", {})
 
 
 # ------------------------------------------------------------------ no cluster needed
@@ -177,26 +184,35 @@ def test_connection_errors_are_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     one_line_error(sg(None, "status", "--kubeconfig", str(empty)), "cannot load kubeconfig")
-    dead = write_kubeconfig(tmp_path / "dead.yaml", f"http://127.0.0.1:{free_port()}")
+    ca = tmp_path / "ca.crt"
+    ca.write_text("")
+    dead = write_kubeconfig(tmp_path / "dead.yaml", f"https://127.0.0.1:{free_port()}", ca,
+                            "admin")
     start = time.monotonic()
     one_line_error(sg(None, "status", "x", "--kubeconfig", str(dead)), "cannot reach")
     assert time.monotonic() - start < 20  # fails fast, no long retry loop
 
 
 # ------------------------------------------------------------------ against the emulator
+def test_status_says_when_the_crd_is_missing(tmp_path: Path, kube_binaries: KubeBinaries
+                                             ) -> None:
+    # The shared cluster has the CRD: ask a cluster of this test's own.
+    with private_cluster(tmp_path, kube_binaries) as (_, kube):
+        one_line_error(sg(kube, "status", "x"), "CRD", "not installed")
+
+
 def test_submit_creates_and_reports_conflicts(kube_api: KubeApi, tmp_path: Path) -> None:
-    one_line_error(sg(kube_api, "status", "x"), "CRD", "not installed")
-    kube_api.kubectl("apply", "-f", str(REPO / "crds" / "trainingjob.yaml"))
-    kube_api.wait_for(lambda: kube_api.request("GET", TJ_PATH)[0] == 200)
+    install_crd(kube_api)
     out = sg(kube_api, "submit", "BTC/USDT", "M15", "--mode", "full", "--test-period-days", "30")
     assert out.returncode == 0, out.stderr
     assert "trainingjobs.stagegate.io/btc-usdt-m15 created" in out.stdout
-    stored = kube_api.get(f"{TJ_PATH}/btc-usdt-m15")
+    stored = kube_api.get(f"{tj_path(kube_api)}/btc-usdt-m15")
     assert stored["spec"]["mode"] == "full"
     assert stored["spec"]["stages"]["full"]["testPeriodDays"] == 30
     one_line_error(sg(kube_api, "submit", "BTC/USDT", "M15"), "btc-usdt-m15 already exists")
     one_line_error(
-        sg(kube_api, "status", "nope"), "trainingjob nope not found in namespace default"
+        sg(kube_api, "status", "nope"),
+        f"trainingjob nope not found in namespace {kube_api.namespace}"
     )
     doc = yaml.safe_load((REPO / "examples" / "btc-usdt-m15.yaml").read_text())
     doc["metadata"]["namespace"] = "ml"
@@ -291,7 +307,8 @@ def test_watch_prints_folds_until_the_gate_and_maps_phases(kube: KubeApi) -> Non
     assert "stagegate approve w" in out
 
     # Approved but the operator has not acted yet: the watch goes on past the old gate.
-    kube.patch(f"{TJ_PATH}/w", {"metadata": {"annotations": {"stagegate.io/approval": "approved"}}})
+    approved = {"metadata": {"annotations": {"stagegate.io/approval": "approved"}}}
+    kube.patch(f"{tj_path(kube)}/w", approved)
     proc = start_watch(kube, "w")
     first = proc.stdout.readline()  # type: ignore[union-attr]
     time.sleep(0.5)
@@ -310,12 +327,15 @@ def test_watch_prints_folds_until_the_gate_and_maps_phases(kube: KubeApi) -> Non
 
 
 def make_pod(kube: KubeApi, name: str, labels: dict[str, str], script: str) -> None:
-    kube.create(PODS, {
+    kube.create(pods_path(kube), {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": labels},
         "spec": {"restartPolicy": "Never", "containers": [
-            {"name": "trainer", "image": "trainer", "command": [sys.executable, "-c", script]}
+            {"name": "trainer", "image": "trainer", "command": [sys.executable, "-c", script],
+             "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                                 "capabilities": {"drop": ["ALL"]},
+                                 "seccompProfile": {"type": "RuntimeDefault"}}}
         ]},
     })  # fmt: skip
 
@@ -328,7 +348,7 @@ def test_logs_by_label_and_follow(kube: KubeApi) -> None:
                   "stagegate.io/step": "fold", "stagegate.io/fold": str(n)}  # fmt: skip
         make_pod(kube, f"lg-quick-fold-0{n}", labels, f"print('Fold {n}/2: accuracy=6{n}.0%')")
     kube.wait_for(lambda: all(p["status"].get("phase") == "Succeeded"
-                              for p in kube.get(PODS)["items"]), timeout=20)  # fmt: skip
+                              for p in kube.get(pods_path(kube))["items"]), timeout=20)  # fmt: skip
     out = sg(kube, "logs", "lg")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
@@ -388,7 +408,9 @@ def test_submit_watch_approve_end_to_end(cluster: Cluster, tmp_path: Path) -> No
 
     assert sg(kube, "approve", "e2e", "--by", "bob").returncode == 0
     second = sg(kube, "watch", "e2e", "--interval", "0.3", "--timeout", "150", timeout=170)
-    assert second.returncode == 0, (second.stdout, second.stderr, cluster.operator_log()[-2000:])
+    # Succeeded, but the full stage failed the default gates: "completed, gates failed".
+    assert second.returncode == 5, (second.stdout, second.stderr, cluster.operator_log()[-2000:])
+    assert "full stage: gates failed" in second.stdout
     assert "Succeeded" in second.stdout and "Fold 4/4: accuracy=" in second.stdout
     detail = sg(kube, "status", "e2e").stdout
     assert "approved by annotation (bob)" in detail and "full stage gates" in detail

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.operator import TJ_PATH, Cluster, kill_training_fold, poll
+from tests.support.operator import Cluster, kill_training_fold, poll
 from tests.support.prometheus import Prometheus
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -65,7 +65,10 @@ def resolve_variables(prom: Prometheus) -> dict[str, str]:
             found = prom.label_values(m.group(2), substitute(m.group(1), values))
             assert found, f"variable ${var['name']} has no values"
             if var.get("includeAll"):
-                values[var["name"]] = "(" + "|".join(re.escape(v) for v in found) + ")"
+                # Grafana's regex format: only regex metacharacters are escaped (a PromQL
+                # string rejects an escaped `-`, which namespaces contain).
+                values[var["name"]] = "(" + "|".join(
+                    re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", v) for v in found) + ")"
             else:
                 current = var["current"]["value"]
                 assert current in found, (var["name"], current, found)
@@ -107,7 +110,7 @@ def test_every_dashboard_query_and_alert_returns_data(
     parked = cluster.wait_phase("parked", "Quick", timeout=60)
     poll(lambda: cluster.tj("parked")["status"].get("specFingerprint"), timeout=30)
     cluster.kube.kubectl("delete", "configmap", "parked-spec")
-    cluster.kube.patch(f"{TJ_PATH}/parked", {"spec": {"model": {"seed": 7}}})
+    cluster.kube.patch(f"{cluster.tj_path}/parked", {"spec": {"model": {"seed": 7}}})
     assert parked["status"]["phase"] == "Quick"
 
     for name in ("btc", "eth"):
@@ -127,7 +130,7 @@ def test_every_dashboard_query_and_alert_returns_data(
 
     values = resolve_variables(prom)
     assert "btc" in values["trainingjob"] and "eth" in values["trainingjob"]
-    assert values["namespace"] == "(default)"
+    assert values["namespace"] == f"({cluster.ns})"
 
     def check(label: str, expr: str) -> str | None:
         known = [k for k in KNOWN_EMPTY if k in expr]
