@@ -1,5 +1,6 @@
 """The cluster commands (`stagegate submit|approve|reject|status|watch|logs|cancel`) run as the
-real console script against the Kubernetes emulator through a kubeconfig.
+real console script against the real control plane (tests/cluster) through a kubeconfig, each
+test in a namespace of its own.
 
 Most tests need no operator: they write TrainingJob statuses through the status subresource to
 simulate a run. One test drives the real operator end to end.
@@ -36,7 +37,7 @@ def pods_path(kube: KubeApi) -> str:
 
 # ------------------------------------------------------------------ helpers
 def sg(kube: KubeApi | None, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`stagegate ARGS --kubeconfig <emulator>` (no --kubeconfig when kube is None)."""
+    """`stagegate ARGS --kubeconfig <the test's namespace>` (no --kubeconfig when kube is None)."""
     extra = ("--kubeconfig", str(kube.kubeconfig)) if kube else ()
     env = {"HOME": str(kube.home)} if kube else None
     return stagegate(*args, *extra, cwd=REPO, timeout=timeout, env=env)
@@ -184,41 +185,46 @@ def test_connection_errors_are_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     one_line_error(sg(None, "status", "--kubeconfig", str(empty)), "cannot load kubeconfig")
-    ca = tmp_path / "ca.crt"
-    ca.write_text("")
-    dead = write_kubeconfig(tmp_path / "dead.yaml", f"https://127.0.0.1:{free_port()}", ca,
-                            "admin")
+
+
+# ------------------------------------------------------------------ against the real cluster
+def test_dead_server_fails_fast(kube_api: KubeApi, tmp_path: Path) -> None:
+    # A kubeconfig that is right in every way (the shared cluster's CA, a real user) but whose
+    # server is a free port: nothing listens there.
+    dead = write_kubeconfig(
+        tmp_path / "dead.yaml",
+        f"https://127.0.0.1:{free_port()}",
+        kube_api.ca,
+        "admin",
+        kube_api.namespace,
+    )
     start = time.monotonic()
     one_line_error(sg(None, "status", "x", "--kubeconfig", str(dead)), "cannot reach")
     assert time.monotonic() - start < 20  # fails fast, no long retry loop
 
 
-# ------------------------------------------------------------------ against the emulator
-def test_status_says_when_the_crd_is_missing(tmp_path: Path, kube_binaries: KubeBinaries
-                                             ) -> None:
+def test_status_says_when_the_crd_is_missing(tmp_path: Path, kube_binaries: KubeBinaries) -> None:
     # The shared cluster has the CRD: ask a cluster of this test's own.
     with private_cluster(tmp_path, kube_binaries) as (_, kube):
         one_line_error(sg(kube, "status", "x"), "CRD", "not installed")
 
 
-def test_submit_creates_and_reports_conflicts(kube_api: KubeApi, tmp_path: Path) -> None:
-    install_crd(kube_api)
-    out = sg(kube_api, "submit", "BTC/USDT", "M15", "--mode", "full", "--test-period-days", "30")
+def test_submit_creates_and_reports_conflicts(kube: KubeApi, tmp_path: Path) -> None:
+    out = sg(kube, "submit", "BTC/USDT", "M15", "--mode", "full", "--test-period-days", "30")
     assert out.returncode == 0, out.stderr
     assert "trainingjobs.stagegate.io/btc-usdt-m15 created" in out.stdout
-    stored = kube_api.get(f"{tj_path(kube_api)}/btc-usdt-m15")
+    stored = kube.get(f"{tj_path(kube)}/btc-usdt-m15")
     assert stored["spec"]["mode"] == "full"
     assert stored["spec"]["stages"]["full"]["testPeriodDays"] == 30
-    one_line_error(sg(kube_api, "submit", "BTC/USDT", "M15"), "btc-usdt-m15 already exists")
+    one_line_error(sg(kube, "submit", "BTC/USDT", "M15"), "btc-usdt-m15 already exists")
     one_line_error(
-        sg(kube_api, "status", "nope"),
-        f"trainingjob nope not found in namespace {kube_api.namespace}"
+        sg(kube, "status", "nope"), f"trainingjob nope not found in namespace {kube.namespace}"
     )
     doc = yaml.safe_load((REPO / "examples" / "btc-usdt-m15.yaml").read_text())
     doc["metadata"]["namespace"] = "ml"
     placed = tmp_path / "placed.yaml"
     placed.write_text(yaml.safe_dump(doc))
-    one_line_error(sg(kube_api, "submit", "-f", str(placed), "-n", "team-a"),
+    one_line_error(sg(kube, "submit", "-f", str(placed), "-n", "team-a"),
                    "namespace 'ml' does not match --namespace 'team-a'")  # fmt: skip
 
 

@@ -1,5 +1,6 @@
 """Every Grafana dashboard query and every alert expression, against a real Prometheus
-(the Debian binary) scraping a real operator that runs real TrainingJobs on the emulator.
+(the Debian binary) scraping a real operator that runs real TrainingJobs on the real control
+plane (tests/cluster), in a namespace of the test's own.
 
 The scenario makes every series exist:
 - "btc" and "eth" (manual approval, open gates) run their quick stage; one of their fold pods
@@ -65,15 +66,21 @@ def resolve_variables(prom: Prometheus) -> dict[str, str]:
             found = prom.label_values(m.group(2), substitute(m.group(1), values))
             assert found, f"variable ${var['name']} has no values"
             if var.get("includeAll"):
-                # Grafana's regex format: only regex metacharacters are escaped (a PromQL
-                # string rejects an escaped `-`, which namespaces contain).
-                values[var["name"]] = "(" + "|".join(
-                    re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", v) for v in found) + ")"
+                # Grafana's regex format (prometheusSpecialRegexEscape): only regex
+                # metacharacters are escaped, with the backslash doubled for the PromQL string
+                # (which rejects an escaped `-`, and namespaces contain one).
+                values[var["name"]] = "(" + "|".join(grafana_regex_escape(v) for v in found) + ")"
             else:
                 current = var["current"]["value"]
                 assert current in found, (var["name"], current, found)
                 values[var["name"]] = current
     return values
+
+
+def grafana_regex_escape(value: str) -> str:
+    r"""Grafana's prometheusSpecialRegexEscape: `a.b` -> `a\\.b` (the PromQL string `a\.b`)."""
+    value = value.replace("\\", "\\\\\\\\")
+    return re.sub(r"([$^*{}\[\]'+?.()|])", r"\\\\\1", value)
 
 
 def substitute(expr: str, values: dict[str, str]) -> str:
