@@ -132,7 +132,7 @@ def quick_status(phase: str, done: int, *, total: int = 2, summarised: bool = Fa
     if summarised:
         stage.update(summary(passed=True))
         status["summary"] = {"stage": "quick", "accuracy": "63.8%", "recall": "45.0%",
-                             "rocAuc": "65.2%"}  # fmt: skip
+                             "rocAuc": "65.2%", "expectedR": "+0.08R (≥-0.02)"}  # fmt: skip
     return status
 
 
@@ -236,10 +236,10 @@ def test_status_list_detail_and_raw(kube: KubeApi) -> None:
     assert listing.returncode == 0, listing.stderr
     header, *rows = listing.stdout.splitlines()
     assert header.split() == ["NAME", "SYMBOL", "TIMEFRAME", "MODE", "PHASE", "PROGRESS",
-                              "ACCURACY", "RECALL", "AUC", "AGE"]  # fmt: skip
+                              "ACCURACY", "RECALL", "AUC", "EXP", "R", "AGE"]  # fmt: skip
     btc = next(r for r in rows if r.startswith("btc")).split()
-    assert btc[:9] == ["btc", "BTC/USDT", "M15", "sequential", "AwaitingApproval", "2/2",
-                       "63.8%", "45.0%", "65.2%"]  # fmt: skip
+    assert btc[:11] == ["btc", "BTC/USDT", "M15", "sequential", "AwaitingApproval", "2/2",
+                        "63.8%", "45.0%", "65.2%", "+0.08R", "(≥-0.02)"]  # fmt: skip
     assert next(r for r in rows if r.startswith("eth")).split()[4] == "Pending"
 
     detail = sg(kube, "status", "btc")

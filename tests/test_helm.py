@@ -292,6 +292,18 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
         kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(tj))
         path = "/apis/stagegate.io/v1alpha1/namespaces/research/trainingjobs/helm-quick"
 
+        # The operator pod deleted mid-run: the Deployment brings a new one, which picks the
+        # run up from its status and its Jobs.
+        kube.wait_for(lambda: any(p["metadata"]["labels"].get("stagegate.io/step") == "fold"
+                                  for p in _pods(kube, "research")),
+                      timeout=120, interval=0.3, message="a fold pod")  # fmt: skip
+        kube.kubectl("delete", "pod", operator_pod["metadata"]["name"], "-n", "stagegate",
+                     "--wait=false")  # fmt: skip
+        kube.wait_for(
+            lambda: [p for p in _pods(kube, "stagegate") if p["status"].get("phase") == "Running"
+                     and p["metadata"]["name"] != operator_pod["metadata"]["name"]],
+            timeout=90, message="the Deployment's new operator pod")  # fmt: skip
+
         def finished() -> dict[str, Any] | None:
             found: dict[str, Any] = kube.get(path)
             phase = (found.get("status") or {}).get("phase")
@@ -303,6 +315,9 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
                  if p["metadata"]["labels"].get("stagegate.io/step") == "fold"]
         assert folds and all(p["spec"]["serviceAccountName"] == "stagegate-trainer"
                              for p in folds)
+        # No fold trained twice across the operator's replacement.
+        assert len(folds) == done["status"]["stages"]["quick"]["plan"]["foldCount"], [
+            p["metadata"]["name"] for p in folds]
         assert all(p["status"]["phase"] == "Succeeded" for p in folds)
 
         # Upgrade: a changed value reaches the running operator through a new pod.

@@ -4,6 +4,7 @@ bundled candles, artifacts in moto S3 over HTTP."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -299,6 +300,47 @@ def test_example_manifest_without_a_shared_store_fails_at_once(cluster: Cluster)
     assert status["phase"] == "Failed"
     assert "spec.artifacts.uri" in status["message"] and "artifacts.uri" in status["message"]
     assert not cluster.jobs(name)
+
+
+def test_a_pod_no_node_can_hold_is_said_and_ends_the_run(cluster: Cluster) -> None:
+    """The real scheduler cannot place a step pod asking for 100Ti: the TrainingJob says so
+    while it waits (condition, message, Event naming the scheduler's reason), then ends Failed
+    after spec.pendingTimeoutSeconds. `kubectl get tj -o wide -w` shows it as it happens."""
+    kube = cluster.kube
+    watch = kube.popen(str(kube.binaries.kubectl), "get", "tj", "-o", "wide", "-w",
+                       "-n", cluster.ns, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        huge = {"requests": {"cpu": "1", "memory": "100Ti"}}
+        cluster.apply(cluster.manifest("huge", resources={"quick": huge, "full": huge},
+                                       pendingTimeoutSeconds=40))  # fmt: skip
+
+        def said() -> dict[str, Any] | None:
+            status = cluster.tj("huge").get("status") or {}
+            kinds = {c["type"]: c for c in status.get("conditions", [])}
+            return status if "PodsUnschedulable" in kinds else None
+
+        waiting = poll(said, timeout=90)
+        assert waiting["phase"] not in ("Failed", "Succeeded"), waiting
+        assert "Insufficient memory" in waiting["message"], waiting["message"]
+        assert "prepare: pod huge-prepare-" in waiting["message"], waiting["message"]
+        warned = [e for e in cluster.events("huge") if e["reason"] == "Unschedulable"]
+        assert len(warned) == 1 and "Insufficient memory" in warned[0]["message"], warned
+        assert warned[0]["type"] == "Warning"
+
+        status = cluster.wait_phase("huge", "Failed", "Succeeded", timeout=90)["status"]
+        assert status["phase"] == "Failed"
+        assert "pendingTimeoutSeconds=40" in status["message"], status["message"]
+        assert "Insufficient memory" in status["message"], status["message"]
+        poll(lambda: not [p for p in cluster.pods("huge")
+                          if not p["metadata"].get("deletionTimestamp")], timeout=60)
+    finally:
+        watch.terminate()
+        shown = watch.communicate(timeout=10)[0]
+    rows = [line.split() for line in shown.splitlines() if line.startswith("huge ")]
+    header = shown.splitlines()[0].split()
+    assert header[:3] == ["NAME", "SYMBOL", "TIMEFRAME"] and header[-1] == "MESSAGE", header
+    assert rows and rows[-1][3] == "Failed", shown
+    assert any("cannot be scheduled" in line for line in shown.splitlines()), shown
 
 
 def test_api_server_and_etcd_restarted_mid_run(

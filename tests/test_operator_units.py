@@ -314,3 +314,37 @@ def test_status_patches_carry_only_changes_and_never_nulls() -> None:
     assert new == {"phase": "Quick", "stages": {"quick": {"folds": [1, 2], "x": 1}}}
     assert merge_diff(old, new) == {"etaSeconds": None, "stages": {"quick": {"folds": [1, 2]}}}
     assert merge_diff(new, new) == {}
+
+
+def test_recall_keeps_the_stage_decision_across_an_operator_restart() -> None:
+    """What a person approves on (net expected R and its bound) must survive a restart: the
+    status is the operator's only memory."""
+    from stagegate_trainer.status import PRINTED
+
+    summary = {
+        "model": {m: {"mean": 0.5} for m in PRINTED},
+        "baselines": {},
+        "gates": [],
+        "passed": False,
+        "decision": {"expectedR": -0.12, "expectedRLowerBound": -0.3, "trades": 40},
+    }
+    obs = observe(Memory(), {}, [], {"prepare": "p", "final": "f", "fold": lambda s, n: "x"},
+                  {}, 2)  # fmt: skip
+
+    def built(summaries: dict[str, Any]) -> dict[str, Any]:
+        return build_status(
+            decision=decide(spec(mode="quick"), obs),
+            observation=obs,
+            plans={"quick": {"foldCount": 1}},
+            fold_metrics={},
+            summaries=summaries,
+            clock=Clock(now="2026-01-01T00:00:00Z"),
+            parallelism=1,
+            artifacts={},
+        )
+
+    first = built({"quick": summary})
+    assert first["stages"]["quick"]["decision"] == summary["decision"]
+    again = built(recall(first).summaries)
+    assert again["stages"]["quick"] == first["stages"]["quick"]
+    assert again["summary"]["expectedR"] == "-0.12R (≥-0.30)"

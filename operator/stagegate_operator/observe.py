@@ -67,6 +67,7 @@ def recall(status: Mapping[str, Any]) -> Memory:
                 "baselines": entry["baselines"],
                 "gates": entry["gates"],
                 "passed": entry["passed"],
+                "decision": entry.get("decision"),
             }
     artifacts = status.get("artifacts") or {}
     if "model" in artifacts:

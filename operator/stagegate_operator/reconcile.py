@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,7 +35,7 @@ from stagegate_trainer.stagemachine import (
 )
 from stagegate_trainer.status import Clock, build_status
 
-from . import admission, children
+from . import admission, children, pending
 from . import failures as failing
 from .cache import ObjectCache
 from .defaults import TrainerDefaults
@@ -52,24 +51,24 @@ from .observe import (
     recall,
     spent_attempts,
 )
+from .times import now_iso, parse_iso
 
 log = logging.getLogger("stagegate.operator")
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 # Fields a user may change while a run goes on: they steer it without changing its results.
-STEERING = ("suspend", "parallelism", "approval", "max_retries", "resources", "image", "queue_name")
+STEERING = (
+    "suspend",
+    "parallelism",
+    "approval",
+    "max_retries",
+    "resources",
+    "image",
+    "queue_name",
+    "pending_timeout_seconds",
+)
 # Status fields that change every pass; a patch for them alone is sent at most this often.
 VOLATILE = ("elapsedSeconds", "etaSeconds", "conditions", "phaseSeconds")
 ELAPSED_REFRESH_SECONDS = 30.0
-
-
-def now_iso(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(text: str | None) -> float | None:
-    if not text:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _names(name: str) -> dict[str, Any]:
@@ -133,6 +132,7 @@ class Reconciler:
         self.clock = clock
         self._running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.limiter = failing.EventLimiter()
+        self.pending = pending.Checks()
         self._dirty: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ scheduling
@@ -190,6 +190,7 @@ class Reconciler:
                 if exc.status == 404:
                     self.metrics.forget(namespace, name)
                     self.limiter.forget(namespace, name)
+                    self.pending.forget((namespace, name))
                     return
                 raise
         meta = body["metadata"]
@@ -228,13 +229,22 @@ class Reconciler:
         # Pods are read only for what only they tell: a result not harvested yet, or why a
         # step failed.
         pods: list[dict[str, Any]] = []
-        if any(needs_pods(memory, j) for j in jobs_list):
+        key = (namespace, name)
+        unready = any(pending.may_be_pending(j, now) for j in jobs_list)
+        look = unready and self.pending.due(key, now)
+        if look or any(needs_pods(memory, j) for j in jobs_list):
             pods = await self.api.list("v1", namespace, "pods", selector)
+            stuck = pending.unschedulable(jobs, pods)
+            self.pending.found(key, now, stuck)
+        else:
+            stuck = self.pending.last(key, jobs) if unready else []
 
         new_results = harvest(memory, jobs_list, pods)
         annotations = meta.get("annotations") or {}
         observation = observe(memory, jobs, pods, _names(name), annotations, spec.max_retries)
-        decision = decide(spec, observation)
+        decision = pending.apply(
+            decide(spec, observation), stuck, spec.pending_timeout_seconds, now
+        )
         for attempts in failing.new_failed_attempts(
             jobs, pods, memory.carried, memory.reported, spec.max_retries
         ):
@@ -256,6 +266,11 @@ class Reconciler:
 
         new_status = self._status(body, spec, status, memory, decision, observation, jobs,
                                   approval, now)  # fmt: skip
+        waiting_condition = pending.condition(stuck, status.get("conditions"), now_iso(now))
+        if waiting_condition is not None:
+            new_status["conditions"].append(waiting_condition)
+        for pod in pending.newly_stuck(stuck, status.get("conditions")):
+            await self.warn(body, "Unschedulable", pod.message())
         await self._publish(body, status, new_status, new_results, jobs, now)
         self._record(namespace, name, body, new_status, now)
 

@@ -381,7 +381,7 @@ def _columns(rows: list[list[str]]) -> str:
 
 def list_table(items: Iterable[Mapping[str, Any]], namespaces: bool = False) -> str:
     head = ["NAME", "SYMBOL", "TIMEFRAME", "MODE", "PHASE", "PROGRESS", "ACCURACY", "RECALL"]
-    head += ["AUC", "AGE"]
+    head += ["AUC", "EXP R", "AGE"]
     rows = [(["NAMESPACE"] if namespaces else []) + head]
     for tj in items:
         meta, spec = tj["metadata"], tj.get("spec") or {}
@@ -398,6 +398,7 @@ def list_table(items: Iterable[Mapping[str, Any]], namespaces: bool = False) -> 
             str(summary.get("accuracy", "-")),
             str(summary.get("recall", "-")),
             str(summary.get("rocAuc", "-")),
+            str(summary.get("expectedR", "-")),
             age(meta.get("creationTimestamp")),
         ]
         rows.append(row)

@@ -341,6 +341,13 @@ class TrainingJobSpec(_Model):
         description="Trainer image; default: the operator's (Helm trainer.image).",
     )
     queue_name: str | None = Field(None, description="Kueue LocalQueue for the Jobs.")
+    pending_timeout_seconds: int = Field(
+        900,
+        ge=10,
+        le=7 * 24 * 3600,
+        description="Cluster only: a step pod the scheduler cannot place for this long ends "
+        "the run Failed (its wait is shown in the status and an Event meanwhile).",
+    )
     suspend: bool = False
     artifacts: ArtifactsSpec = Field(default_factory=ArtifactsSpec)
 
