@@ -29,10 +29,19 @@ RESTRICTED_CONTAINER = {
 
 
 def pod(name: str, script: str, **spec: Any) -> dict[str, Any]:
-    container = {"name": "main", "image": "busybox", "command": ["sh", "-c", script],
-                 "securityContext": RESTRICTED_CONTAINER, **spec.pop("container", {})}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"restartPolicy": "Never", "containers": [container], **spec}}
+    container = {
+        "name": "main",
+        "image": "busybox",
+        "command": ["sh", "-c", script],
+        "securityContext": RESTRICTED_CONTAINER,
+        **spec.pop("container", {}),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": [container], **spec},
+    }
 
 
 def apply(kube: KubeApi, *docs: dict[str, Any]) -> None:
@@ -41,8 +50,12 @@ def apply(kube: KubeApi, *docs: dict[str, Any]) -> None:
 
 def phase(kube: KubeApi, name: str, *phases: str, timeout: float = 60) -> dict[str, Any]:
     path = f"/api/v1/namespaces/{kube.namespace}/pods/{name}"
-    return kube.wait_for(lambda: (p := kube.get(path))["status"].get("phase") in phases and p,
-                         timeout=timeout, interval=0.2, message=f"{name} in {phases}")
+    return kube.wait_for(
+        lambda: (p := kube.get(path))["status"].get("phase") in phases and p,
+        timeout=timeout,
+        interval=0.2,
+        message=f"{name} in {phases}",
+    )
 
 
 def test_real_servers_and_version(kube_api: KubeApi) -> None:
@@ -55,24 +68,52 @@ def test_real_servers_and_version(kube_api: KubeApi) -> None:
 
 def test_env_volumes_token_exit_code_and_termination_message(kube_api: KubeApi) -> None:
     ns = kube_api.namespace
-    apply(kube_api,
-          {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
-           "stringData": {"k": "secret-value"}},
-          {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
-           "data": {"k": "config-value"}})
-    script = ("echo $FROM_SECRET $FROM_CONFIG $POD $NS $(A)-$B; "
-              "test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo token; "
-              "echo scratch > /scratch/f && cat /scratch/f; "
-              "echo the result > /dev/termination-log; exit 3")
-    apply(kube_api, pod("env", script, container={
-        "env": [{"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
-                {"name": "FROM_CONFIG",
-                 "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
-                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-                {"name": "A", "value": "x"}, {"name": "B", "value": "$(A)y"}],
-        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
-        volumes=[{"name": "scratch", "emptyDir": {}}]))
+    apply(
+        kube_api,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "s"},
+            "stringData": {"k": "secret-value"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "c"},
+            "data": {"k": "config-value"},
+        },
+    )
+    script = (
+        "echo $FROM_SECRET $FROM_CONFIG $POD $NS $(A)-$B; "
+        "test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo token; "
+        "echo scratch > /scratch/f && cat /scratch/f; "
+        "echo the result > /dev/termination-log; exit 3"
+    )
+    apply(
+        kube_api,
+        pod(
+            "env",
+            script,
+            container={
+                "env": [
+                    {
+                        "name": "FROM_SECRET",
+                        "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+                    },
+                    {
+                        "name": "FROM_CONFIG",
+                        "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}},
+                    },
+                    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                    {"name": "A", "value": "x"},
+                    {"name": "B", "value": "$(A)y"},
+                ],
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+            },
+            volumes=[{"name": "scratch", "emptyDir": {}}],
+        ),
+    )
     done = phase(kube_api, "env", "Failed")
     (state,) = done["status"]["containerStatuses"]
     assert state["state"]["terminated"]["exitCode"] == 3
@@ -81,17 +122,23 @@ def test_env_volumes_token_exit_code_and_termination_message(kube_api: KubeApi) 
     assert logs[0] == f"secret-value config-value env {ns} x-xy"  # $(A) expanded as kubelet does
     assert logs[1:] == ["token", "scratch"]
     # The token was issued by the API server for this pod's ServiceAccount.
-    review = kube_api.create("/apis/authentication.k8s.io/v1/tokenreviews", {
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-        "spec": {"token": _token_of(kube_api, done)}})
+    review = kube_api.create(
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": _token_of(kube_api, done)},
+        },
+    )
     assert review["status"]["user"]["username"] == f"system:serviceaccount:{ns}:default"
 
 
 def _token_of(kube: KubeApi, pod_obj: dict[str, Any]) -> str:
     """The token file the node agent projected for a pod (its folder on this machine)."""
     uid = pod_obj["metadata"]["uid"]
-    (path,) = Path("/var/tmp").glob(f"stagegate-test-cluster-*/state/node/pods/*_{uid}/"
-                                   "volumes/kube-api-access-*/token")
+    (path,) = Path("/var/tmp").glob(
+        f"stagegate-test-cluster-*/state/node/pods/*_{uid}/volumes/kube-api-access-*/token"
+    )
     return path.read_text()
 
 
@@ -102,12 +149,21 @@ def test_pod_security_restricted_is_enforced(kube_api: KubeApi) -> None:
 
 
 def test_logs_follow_deletion_grace_and_restart_policy(kube_api: KubeApi) -> None:
-    apply(kube_api, pod("slow", "trap 'echo got TERM; exit 0' TERM; i=0; "
-                        "while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"),
-          pod("flaky", "test -f /scratch/once && exit 0; touch /scratch/once; exit 1",
-              restartPolicy="OnFailure",
-              container={"volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
-              volumes=[{"name": "scratch", "emptyDir": {}}]))
+    apply(
+        kube_api,
+        pod(
+            "slow",
+            "trap 'echo got TERM; exit 0' TERM; i=0; "
+            "while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
+        ),
+        pod(
+            "flaky",
+            "test -f /scratch/once && exit 0; touch /scratch/once; exit 1",
+            restartPolicy="OnFailure",
+            container={"volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+            volumes=[{"name": "scratch", "emptyDir": {}}],
+        ),
+    )
     phase(kube_api, "slow", "Running")
     follow = kube_api.popen(str(kube_api.binaries.kubectl), "logs", "-f", "slow")
     time.sleep(1.5)
@@ -120,13 +176,23 @@ def test_logs_follow_deletion_grace_and_restart_policy(kube_api: KubeApi) -> Non
 
 
 def test_a_pod_larger_than_the_node_stays_pending(kube_api: KubeApi) -> None:
-    apply(kube_api, pod("huge", "true", container={
-        "resources": {"requests": {"memory": "100Ti"}, "limits": {"memory": "100Ti"}}}))
+    apply(
+        kube_api,
+        pod(
+            "huge",
+            "true",
+            container={
+                "resources": {"requests": {"memory": "100Ti"}, "limits": {"memory": "100Ti"}}
+            },
+        ),
+    )
 
     def unschedulable() -> bool:
         events = kube_api.get(f"/api/v1/namespaces/{kube_api.namespace}/events")["items"]
-        return any(e["reason"] == "FailedScheduling" and "Insufficient memory" in e["message"]
-                   for e in events)
+        return any(
+            e["reason"] == "FailedScheduling" and "Insufficient memory" in e["message"]
+            for e in events
+        )
 
     kube_api.wait_for(unschedulable, timeout=60, message="FailedScheduling")
     assert phase(kube_api, "huge", "Pending")["spec"].get("nodeName") is None
@@ -134,9 +200,12 @@ def test_a_pod_larger_than_the_node_stays_pending(kube_api: KubeApi) -> None:
 
 def test_serve_starts_fast_and_leaves_no_process(tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kc.yaml"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.cluster", "serve", "--kubeconfig",
-                             str(kubeconfig)], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.cluster", "serve", "--kubeconfig", str(kubeconfig)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -167,6 +236,10 @@ def test_restarted_servers_and_node_agent_lose_nothing(
         cluster.start_agent()
         done = phase(kube, "long", "Succeeded", "Failed", timeout=60)
         assert done["status"]["phase"] == "Succeeded"
-        logs = kube.wait_for(lambda: kube.kubectl("logs", "long", check=False).stdout.strip(),
-                             timeout=20, interval=0.5, message="kubectl logs long")
+        logs = kube.wait_for(
+            lambda: kube.kubectl("logs", "long", check=False).stdout.strip(),
+            timeout=20,
+            interval=0.5,
+            message="kubectl logs long",
+        )
         assert logs == "finished"

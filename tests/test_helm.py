@@ -253,23 +253,52 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
     with private_cluster(tmp_path, kube_binaries) as (_, kube):
         for ns in ("stagegate", "research"):
             kube.create_namespace(ns)
-        kube.kubectl("create", "secret", "generic", "s3-credentials", "-n", "research",
-                     "--from-literal=AWS_ACCESS_KEY_ID=testing",
-                     "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
-                     f"--from-literal=AWS_ENDPOINT_URL={moto_server}",
-                     "--from-literal=AWS_DEFAULT_REGION=us-east-1")
+        kube.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "s3-credentials",
+            "-n",
+            "research",
+            "--from-literal=AWS_ACCESS_KEY_ID=testing",
+            "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
+            f"--from-literal=AWS_ENDPOINT_URL={moto_server}",
+            "--from-literal=AWS_DEFAULT_REGION=us-east-1",
+        )
         metrics_port, health_port = free_port(), free_port()
-        values = ["--set", "operator.watchNamespaces={research}", "--set", "kueue.queueName=",
-                  "--set", f"artifacts.uri={s3_bucket}/runs",
-                  "--set", "artifacts.secretName=s3-credentials",
-                  "--set", f"operator.metricsPort={metrics_port}",
-                  "--set", f"operator.healthPort={health_port}"]
-        kube.helm("install", "sg", str(CHART), "-n", "stagegate", "--wait", "--timeout", "120s",
-                  *values, timeout=180)
+        values = [
+            "--set",
+            "operator.watchNamespaces={research}",
+            "--set",
+            "kueue.queueName=",
+            "--set",
+            f"artifacts.uri={s3_bucket}/runs",
+            "--set",
+            "artifacts.secretName=s3-credentials",
+            "--set",
+            f"operator.metricsPort={metrics_port}",
+            "--set",
+            f"operator.healthPort={health_port}",
+        ]
+        kube.helm(
+            "install",
+            "sg",
+            str(CHART),
+            "-n",
+            "stagegate",
+            "--wait",
+            "--timeout",
+            "120s",
+            *values,
+            timeout=180,
+        )
         operator_pod = kube.wait_for(
-            lambda: next((p for p in _pods(kube, "stagegate")
-                          if p["status"].get("phase") == "Running"), None),
-            timeout=60, message="the operator pod running")
+            lambda: next(
+                (p for p in _pods(kube, "stagegate") if p["status"].get("phase") == "Running"), None
+            ),
+            timeout=60,
+            message="the operator pod running",
+        )
         assert operator_pod["spec"]["serviceAccountName"] == "sg-stagegate"
         kube.wait_for(lambda: _healthy(health_port), timeout=60, message="operator /healthz")
 
@@ -277,18 +306,26 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
         sa = "system:serviceaccount:stagegate:sg-stagegate"
         granted = _can_i(kube, sa, "research")
         assert granted == {**WORKLOAD_RULES, **CRD_RULES, **NAMESPACE_RULES}, granted
-        for verb, what, ns in (("get", "secrets", "research"), ("create", "jobs", "default"),
-                               ("delete", "trainingjobs", "research"),
-                               ("list", "secrets", "stagegate")):
-            answer = kube.kubectl("auth", "can-i", verb, what, "-n", ns, f"--as={sa}",
-                                  check=False).stdout.strip()
+        for verb, what, ns in (
+            ("get", "secrets", "research"),
+            ("create", "jobs", "default"),
+            ("delete", "trainingjobs", "research"),
+            ("list", "secrets", "stagegate"),
+        ):
+            answer = kube.kubectl(
+                "auth", "can-i", verb, what, "-n", ns, f"--as={sa}", check=False
+            ).stdout.strip()
             assert answer == "no", (verb, what, ns, answer)
 
         # A TrainingJob in the watched namespace runs to the end under `restricted`.
-        tj = {"apiVersion": "stagegate.io/v1alpha1", "kind": "TrainingJob",
-              "metadata": {"name": "helm-quick", "namespace": "research"},
-              "spec": small_spec(mode="quick", resources={
-                  "quick": {"requests": {"cpu": "1", "memory": "1Gi"}}})}
+        tj = {
+            "apiVersion": "stagegate.io/v1alpha1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "helm-quick", "namespace": "research"},
+            "spec": small_spec(
+                mode="quick", resources={"quick": {"requests": {"cpu": "1", "memory": "1Gi"}}}
+            ),
+        }
         kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(tj))
         path = "/apis/stagegate.io/v1alpha1/namespaces/research/trainingjobs/helm-quick"
 
@@ -311,48 +348,77 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
 
         done = kube.wait_for(finished, timeout=240, interval=0.5, message="helm-quick finished")
         assert done["status"]["phase"] == "Succeeded", done["status"].get("message")
-        folds = [p for p in _pods(kube, "research")
-                 if p["metadata"]["labels"].get("stagegate.io/step") == "fold"]
-        assert folds and all(p["spec"]["serviceAccountName"] == "stagegate-trainer"
-                             for p in folds)
+        folds = [
+            p
+            for p in _pods(kube, "research")
+            if p["metadata"]["labels"].get("stagegate.io/step") == "fold"
+        ]
+        assert folds and all(p["spec"]["serviceAccountName"] == "stagegate-trainer" for p in folds)
         # No fold trained twice across the operator's replacement.
         assert len(folds) == done["status"]["stages"]["quick"]["plan"]["foldCount"], [
-            p["metadata"]["name"] for p in folds]
+            p["metadata"]["name"] for p in folds
+        ]
         assert all(p["status"]["phase"] == "Succeeded" for p in folds)
 
         # Upgrade: a changed value reaches the running operator through a new pod.
-        kube.helm("upgrade", "sg", str(CHART), "-n", "stagegate", "--wait", "--timeout", "120s",
-                  *values, "--set", "trainer.image=registry.local/trainer:2", timeout=180)
+        kube.helm(
+            "upgrade",
+            "sg",
+            str(CHART),
+            "-n",
+            "stagegate",
+            "--wait",
+            "--timeout",
+            "120s",
+            *values,
+            "--set",
+            "trainer.image=registry.local/trainer:2",
+            timeout=180,
+        )
 
         def upgraded() -> bool:
-            running = [p for p in _pods(kube, "stagegate") if p["status"].get("phase") ==
-                       "Running" and not p["metadata"].get("deletionTimestamp")]
-            return any(e.get("value") == "registry.local/trainer:2"
-                       for p in running for e in p["spec"]["containers"][0]["env"])
+            running = [
+                p
+                for p in _pods(kube, "stagegate")
+                if p["status"].get("phase") == "Running"
+                and not p["metadata"].get("deletionTimestamp")
+            ]
+            return any(
+                e.get("value") == "registry.local/trainer:2"
+                for p in running
+                for e in p["spec"]["containers"][0]["env"]
+            )
 
         kube.wait_for(upgraded, timeout=90, interval=0.5, message="the upgraded operator pod")
 
         # Uninstall leaves nothing of ours but the CRD (Helm never deletes crds/ files) and
         # the TrainingJob, which the CRD holds.
-        kube.helm("uninstall", "sg", "-n", "stagegate", "--wait", "--timeout", "120s",
-                  timeout=180)
-        kube.wait_for(lambda: not _pods(kube, "stagegate"), timeout=60,
-                      message="the operator pod gone")
-        left = kube.kubectl("get", "all,sa,role,rolebinding,cm,secret", "-n", "stagegate",
-                            "-o", "name").stdout.split()
+        kube.helm("uninstall", "sg", "-n", "stagegate", "--wait", "--timeout", "120s", timeout=180)
+        kube.wait_for(
+            lambda: not _pods(kube, "stagegate"), timeout=60, message="the operator pod gone"
+        )
+        left = kube.kubectl(
+            "get", "all,sa,role,rolebinding,cm,secret", "-n", "stagegate", "-o", "name"
+        ).stdout.split()
         assert [n for n in left if "sg-stagegate" in n or "stagegate-trainer" in n] == [], left
         rbac = "/apis/rbac.authorization.k8s.io/v1"
-        leftover = [r["metadata"]["name"] for kind in ("clusterroles", "clusterrolebindings")
-                    for r in kube.get(f"{rbac}/{kind}")["items"]
-                    if r["metadata"]["name"].startswith("sg-")]
+        leftover = [
+            r["metadata"]["name"]
+            for kind in ("clusterroles", "clusterrolebindings")
+            for r in kube.get(f"{rbac}/{kind}")["items"]
+            if r["metadata"]["name"].startswith("sg-")
+        ]
         assert leftover == [], leftover
-        kube.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                 "trainingjobs.stagegate.io")
+        kube.get(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/trainingjobs.stagegate.io"
+        )
 
 
 def _healthy(port: int) -> bool:
-    with contextlib.suppress(OSError), urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+    with (
+        contextlib.suppress(OSError),
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response,
+    ):
         return response.status == 200
     return False
 

@@ -75,8 +75,12 @@ IDS = [f"{path}={value!r}"[:60] for path, value, _ in CASES]
 
 
 def manifest(name: str) -> dict[str, Any]:
-    return {"apiVersion": "stagegate.io/v1alpha1", "kind": "TrainingJob",
-            "metadata": {"name": name}, "spec": small_spec()}
+    return {
+        "apiVersion": "stagegate.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name},
+        "spec": small_spec(),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +95,9 @@ def test_refused_by_the_api_server_and_by_stagegate(
 ) -> None:
     doc = manifest(f"bad-{abs(hash((path, repr(value)))) % 10**8}")
     _set(doc, path, value)
-    out = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(doc),
-                       check=False)
+    out = kube.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(doc), check=False
+    )
     assert out.returncode != 0, out.stdout
     assert word in out.stderr, out.stderr
     with pytest.raises(SpecError) as refused:
@@ -101,13 +106,20 @@ def test_refused_by_the_api_server_and_by_stagegate(
     assert "\n" not in str(refused.value).strip() or word in str(refused.value).splitlines()[0]
 
 
-@pytest.mark.parametrize(("name", "word"), [
-    ("x" * 63, "47"), ("Upper-Case", "metadata.name"), ("under_score", "metadata.name"),
-])
-def test_names_the_children_could_not_carry_are_refused(kube: KubeApi, name: str,
-                                                        word: str) -> None:
-    out = kube.kubectl("apply", "--dry-run=server", "-f", "-",
-                       input=yaml.safe_dump(manifest(name)), check=False)
+@pytest.mark.parametrize(
+    ("name", "word"),
+    [
+        ("x" * 63, "47"),
+        ("Upper-Case", "metadata.name"),
+        ("under_score", "metadata.name"),
+    ],
+)
+def test_names_the_children_could_not_carry_are_refused(
+    kube: KubeApi, name: str, word: str
+) -> None:
+    out = kube.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(manifest(name)), check=False
+    )
     assert out.returncode != 0 and word in out.stderr, out.stderr
 
 
@@ -118,17 +130,22 @@ def test_a_valid_manifest_passes_both(kube: KubeApi) -> None:
 
 
 def test_an_empty_and_a_huge_manifest_are_refused(kube: KubeApi) -> None:
-    empty = {"apiVersion": "stagegate.io/v1alpha1", "kind": "TrainingJob",
-             "metadata": {"name": "empty"}}
-    out = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(empty),
-                       check=False)
+    empty = {
+        "apiVersion": "stagegate.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "empty"},
+    }
+    out = kube.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(empty), check=False
+    )
     assert out.returncode != 0 and "spec" in out.stderr, out.stderr
     with pytest.raises(SpecError, match="spec"):
         parse_manifest(empty)
     huge = manifest("huge")
     huge["spec"]["symbol"] = "B" * 4_000_000
-    out = kube.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(huge),
-                       check=False)
+    out = kube.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(huge), check=False
+    )
     assert out.returncode != 0, out.stdout
     with pytest.raises(SpecError, match="symbol"):
         parse_manifest(huge)

@@ -331,8 +331,12 @@ def test_a_pod_no_node_can_hold_is_said_and_ends_the_run(cluster: Cluster) -> No
         assert status["phase"] == "Failed"
         assert "pendingTimeoutSeconds=40" in status["message"], status["message"]
         assert "Insufficient memory" in status["message"], status["message"]
-        poll(lambda: not [p for p in cluster.pods("huge")
-                          if not p["metadata"].get("deletionTimestamp")], timeout=60)
+        poll(
+            lambda: (
+                not [p for p in cluster.pods("huge") if not p["metadata"].get("deletionTimestamp")]
+            ),
+            timeout=60,
+        )
     finally:
         watch.terminate()
         shown = watch.communicate(timeout=10)[0]
@@ -353,26 +357,42 @@ def test_api_server_and_etcd_restarted_mid_run(
         kube.create_namespace("faults")
         kube.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "trainingjob.yaml"))
         kube.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.stagegate.io")
-        kube.kubectl("create", "secret", "generic", "s3-credentials", "-n", "faults",
-                     "--from-literal=AWS_ACCESS_KEY_ID=testing",
-                     "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
-                     f"--from-literal=AWS_ENDPOINT_URL={moto_server}",
-                     "--from-literal=AWS_DEFAULT_REGION=us-east-1")
+        kube.kubectl(
+            "create",
+            "secret",
+            "generic",
+            "s3-credentials",
+            "-n",
+            "faults",
+            "--from-literal=AWS_ACCESS_KEY_ID=testing",
+            "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
+            f"--from-literal=AWS_ENDPOINT_URL={moto_server}",
+            "--from-literal=AWS_DEFAULT_REGION=us-east-1",
+        )
         logs = tmp_path / "operator-logs"
         logs.mkdir()
         cluster = Cluster(kube, s3_bucket.removeprefix("s3://"), moto_server, logs)
         cluster.start_operator()
         try:
-            cluster.apply(cluster.manifest("restart", approval={"policy": "auto"},
-                                           gates=OPEN_GATES))
-            poll(lambda: any(j["metadata"]["labels"]["stagegate.io/stage"] == "full"
-                             for j in cluster.jobs("restart")), timeout=120)
+            cluster.apply(
+                cluster.manifest("restart", approval={"policy": "auto"}, gates=OPEN_GATES)
+            )
+            poll(
+                lambda: any(
+                    j["metadata"]["labels"]["stagegate.io/stage"] == "full"
+                    for j in cluster.jobs("restart")
+                ),
+                timeout=120,
+            )
             plane.plane.restart("kube-apiserver")
             plane.plane.restart("etcd")
             status = cluster.wait_phase("restart", "Succeeded", "Failed")["status"]
             assert status["phase"] == "Succeeded", status["message"]
-            fold_pods = [p for p in cluster.pods("restart")
-                         if p["metadata"]["labels"]["stagegate.io/step"] == "fold"]
+            fold_pods = [
+                p
+                for p in cluster.pods("restart")
+                if p["metadata"]["labels"]["stagegate.io/step"] == "fold"
+            ]
             assert len(fold_pods) == 6  # each fold trained once
         finally:
             cluster.stop_operator()

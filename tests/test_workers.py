@@ -32,7 +32,8 @@ def test_results_errors_and_deaths_are_tied_to_their_task() -> None:
         os.kill(pid, signal.SIGKILL)
         died = _collect(pool)
         assert [(d.key, d.ok, d.error) for d in died] == [
-            ("slow", False, "worker process killed by SIGKILL")]
+            ("slow", False, "worker process killed by SIGKILL")
+        ]
     finally:
         pool.stop()
 

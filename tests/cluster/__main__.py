@@ -32,8 +32,11 @@ def _machine_memory() -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    workdir = Path(args.workdir) if args.workdir else Path(
-        tempfile.mkdtemp(prefix="stagegate-cluster-", dir="/var/tmp"))
+    workdir = (
+        Path(args.workdir)
+        if args.workdir
+        else Path(tempfile.mkdtemp(prefix="stagegate-cluster-", dir="/var/tmp"))
+    )
     cluster = LocalCluster(workdir, cpu=args.cpu, memory=args.memory, max_pods=args.pods)
     stop = {"now": False}
 
@@ -46,8 +49,11 @@ def serve(args: argparse.Namespace) -> int:
     try:
         cluster.start()
         shutil.copyfile(cluster.kubeconfig, args.kubeconfig)
-        print(f"ready in {time.monotonic() - started:.1f}s: {cluster.server} "
-              f"kubeconfig {args.kubeconfig}", flush=True)
+        print(
+            f"ready in {time.monotonic() - started:.1f}s: {cluster.server} "
+            f"kubeconfig {args.kubeconfig}",
+            flush=True,
+        )
         while not stop["now"]:
             for name, proc in cluster.processes():
                 if proc.poll() is not None and not stop["now"]:
@@ -72,9 +78,19 @@ def agent(args: argparse.Namespace) -> int:
         api = Api(args.server, args.token, str(pki.ca))
         url = args.server.removeprefix("https://")
         host, port = url.rsplit(":", 1)
-        node = NodeAgent(api, Path(args.workdir), args.node_name, host, int(port), str(pki.ca),
-                         args.cpu, args.memory, args.pods, args.log_port,
-                         restart_backoff=args.restart_backoff)
+        node = NodeAgent(
+            api,
+            Path(args.workdir),
+            args.node_name,
+            host,
+            int(port),
+            str(pki.ca),
+            args.cpu,
+            args.memory,
+            args.pods,
+            args.log_port,
+            restart_backoff=args.restart_backoff,
+        )
         runner = await serve_logs(node, pki)
         while True:
             try:
@@ -106,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run a control plane and a node agent")
     s.add_argument("--kubeconfig", required=True, help="where to write the admin kubeconfig")
-    s.add_argument("--workdir", help="state folder (default: a new folder under /var/tmp, "
-                                     "removed at exit)")
+    s.add_argument(
+        "--workdir", help="state folder (default: a new folder under /var/tmp, removed at exit)"
+    )
     s.add_argument("--cpu", default=str(os.cpu_count() or 2), help="the node's CPU capacity")
     s.add_argument("--memory", default=_machine_memory(), help="the node's memory capacity")
     s.add_argument("--pods", type=int, default=110, help="the node's pod capacity")

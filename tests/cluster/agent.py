@@ -122,58 +122,107 @@ class NodeAgent:
     # --- node ----------------------------------------------------------------------------
 
     async def register(self) -> None:
-        node = {"apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": self.node_name,
-                             "labels": {"kubernetes.io/hostname": self.node_name,
-                                        "kubernetes.io/os": "linux",
-                                        "kubernetes.io/arch": "amd64"}}}
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.node_name,
+                "labels": {
+                    "kubernetes.io/hostname": self.node_name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                },
+            },
+        }
         with contextlib.suppress(ApiError):
             await self.api.create("/api/v1/nodes", node)
         await self.post_status()
 
     async def post_status(self) -> None:
-        resources = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.max_pods),
-                     "ephemeral-storage": "100Gi"}
+        resources = {
+            "cpu": self.cpu,
+            "memory": self.memory,
+            "pods": str(self.max_pods),
+            "ephemeral-storage": "100Gi",
+        }
         stamp = now()
-        await self.api.merge_patch(f"/api/v1/nodes/{self.node_name}/status", {"status": {
-            "capacity": resources, "allocatable": resources,
-            "conditions": [
-                {"type": "Ready", "status": "True", "reason": "KubeletReady",
-                 "message": "node agent is posting ready status",
-                 "lastHeartbeatTime": stamp, "lastTransitionTime": stamp},
-                *({"type": t, "status": "False", "reason": f"KubeletHas{r}",
-                   "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
-                  for t, r in (("MemoryPressure", "SufficientMemory"),
-                               ("DiskPressure", "NoDiskPressure"),
-                               ("PIDPressure", "SufficientPID"))),
-            ],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                          {"type": "Hostname", "address": self.node_name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}},
-            "nodeInfo": {"machineID": "stagegate", "systemUUID": "stagegate",
-                         "bootID": "stagegate", "kernelVersion": os.uname().release,
-                         "osImage": "stagegate node agent", "containerRuntimeVersion":
-                         "process://1", "kubeletVersion": VERSION, "kubeProxyVersion": "",
-                         "operatingSystem": "linux", "architecture": "amd64"},
-        }})
+        await self.api.merge_patch(
+            f"/api/v1/nodes/{self.node_name}/status",
+            {
+                "status": {
+                    "capacity": resources,
+                    "allocatable": resources,
+                    "conditions": [
+                        {
+                            "type": "Ready",
+                            "status": "True",
+                            "reason": "KubeletReady",
+                            "message": "node agent is posting ready status",
+                            "lastHeartbeatTime": stamp,
+                            "lastTransitionTime": stamp,
+                        },
+                        *(
+                            {
+                                "type": t,
+                                "status": "False",
+                                "reason": f"KubeletHas{r}",
+                                "lastHeartbeatTime": stamp,
+                                "lastTransitionTime": stamp,
+                            }
+                            for t, r in (
+                                ("MemoryPressure", "SufficientMemory"),
+                                ("DiskPressure", "NoDiskPressure"),
+                                ("PIDPressure", "SufficientPID"),
+                            )
+                        ),
+                    ],
+                    "addresses": [
+                        {"type": "InternalIP", "address": "127.0.0.1"},
+                        {"type": "Hostname", "address": self.node_name},
+                    ],
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": self.log_port}},
+                    "nodeInfo": {
+                        "machineID": "stagegate",
+                        "systemUUID": "stagegate",
+                        "bootID": "stagegate",
+                        "kernelVersion": os.uname().release,
+                        "osImage": "stagegate node agent",
+                        "containerRuntimeVersion": "process://1",
+                        "kubeletVersion": VERSION,
+                        "kubeProxyVersion": "",
+                        "operatingSystem": "linux",
+                        "architecture": "amd64",
+                    },
+                }
+            },
+        )
 
     async def heartbeat(self) -> None:
-        lease_path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/" \
-                     f"{self.node_name}"
+        lease_path = (
+            f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node_name}"
+        )
         beats = 0
         while True:
             try:
                 try:
-                    await self.api.merge_patch(lease_path, {"spec": {
-                        "holderIdentity": self.node_name, "renewTime": micro_now()}})
+                    await self.api.merge_patch(
+                        lease_path,
+                        {"spec": {"holderIdentity": self.node_name, "renewTime": micro_now()}},
+                    )
                 except ApiError as exc:
                     if exc.status != 404:
                         raise
                     await self.api.create(
                         "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
-                        {"metadata": {"name": self.node_name},
-                         "spec": {"holderIdentity": self.node_name,
-                                  "leaseDurationSeconds": 40, "renewTime": micro_now()}})
+                        {
+                            "metadata": {"name": self.node_name},
+                            "spec": {
+                                "holderIdentity": self.node_name,
+                                "leaseDurationSeconds": 40,
+                                "renewTime": micro_now(),
+                            },
+                        },
+                    )
                 beats += 1
                 if beats % 6 == 0:
                     await self.post_status()
@@ -185,7 +234,8 @@ class NodeAgent:
 
     async def watch_pods(self) -> None:
         async for kind, pod in self.api.watch(
-                "/api/v1/pods", fieldSelector=f"spec.nodeName={self.node_name}"):
+            "/api/v1/pods", fieldSelector=f"spec.nodeName={self.node_name}"
+        ):
             uid = pod["metadata"]["uid"]
             run = self.pods.get(uid)
             if kind == "DELETED":
@@ -197,12 +247,17 @@ class NodeAgent:
             if run is None:
                 meta = pod["metadata"]
                 sandbox = self.workdir / "pods" / f"{meta['namespace']}_{meta['name']}_{uid}"
-                specs = [*((c, True) for c in pod["spec"].get("initContainers") or []),
-                         *((c, False) for c in pod["spec"]["containers"])]
+                specs = [
+                    *((c, True) for c in pod["spec"].get("initContainers") or []),
+                    *((c, False) for c in pod["spec"]["containers"]),
+                ]
                 run = PodRun(pod, sandbox, [Container(c, init) for c, init in specs])
                 for c in run.containers:
-                    done = [int(p.name) for p in (sandbox / "containers" / c.name).glob("*")
-                            if p.name.isdigit()]
+                    done = [
+                        int(p.name)
+                        for p in (sandbox / "containers" / c.name).glob("*")
+                        if p.name.isdigit()
+                    ]
                     c.restarts = max(done, default=0)
                 self.pods[uid] = run
                 if not pod["metadata"].get("deletionTimestamp"):
@@ -232,8 +287,16 @@ class NodeAgent:
             if run.deleting.is_set():
                 return
             run.sandbox.mkdir(parents=True, exist_ok=True)
-            ctx = PodContext(self.api, run.pod, run.sandbox, self.node_name, self.api_host,
-                             self.api_port, self.ca_file, self.mount_namespaces)
+            ctx = PodContext(
+                self.api,
+                run.pod,
+                run.sandbox,
+                self.node_name,
+                self.api_host,
+                self.api_port,
+                self.ca_file,
+                self.mount_namespaces,
+            )
             while not run.deleting.is_set():
                 try:
                     await ctx.prepare_volumes()
@@ -248,8 +311,9 @@ class NodeAgent:
                 if c.init and not await self._run_container(run, ctx, c):
                     await self.write_status(run, "Failed")
                     return
-            results = await asyncio.gather(*(self._run_container(run, ctx, c)
-                                             for c in run.containers if not c.init))
+            results = await asyncio.gather(
+                *(self._run_container(run, ctx, c) for c in run.containers if not c.init)
+            )
             if not run.deleting.is_set():
                 await self.write_status(run, "Succeeded" if all(results) else "Failed")
         except Exception as exc:  # one pod's failure must not stop the agent
@@ -290,9 +354,13 @@ class NodeAgent:
             await self.write_status(run, None)
             result = await self._wait_exit(c, state)
             code = int(result["exitCode"])
-            terminated: Obj = {"exitCode": code, "reason": result["reason"],
-                               "startedAt": started, "finishedAt": now(),
-                               "containerID": f"process://{run.uid}/{c.name}/{c.restarts}"}
+            terminated: Obj = {
+                "exitCode": code,
+                "reason": result["reason"],
+                "startedAt": started,
+                "finishedAt": now(),
+                "containerID": f"process://{run.uid}/{c.name}/{c.restarts}",
+            }
             if code > 128:
                 terminated["signal"] = code - 128
             message = self._message(c, state, code)
@@ -300,17 +368,22 @@ class NodeAgent:
                 terminated["message"] = message
             c.state = {"terminated": terminated}
             restart = not run.deleting.is_set() and (
-                policy == "Always" or (policy == "OnFailure" and code != 0))
+                policy == "Always" or (policy == "OnFailure" and code != 0)
+            )
             if not restart:
                 c.done = True
                 await self.write_status(run, None)
                 return code == 0
             c.last_state = {"terminated": terminated}
             c.restarts += 1
-            c.state = {"waiting": {"reason": "CrashLoopBackOff",
-                                   "message": f"back-off {backoff:g}s restarting failed "
-                                              f"container {c.name} in pod "
-                                              f"{run.pod['metadata']['name']}"}}
+            c.state = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {backoff:g}s restarting failed "
+                    f"container {c.name} in pod "
+                    f"{run.pod['metadata']['name']}",
+                }
+            }
             await self.write_status(run, None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.deleting.wait(), backoff)
@@ -329,10 +402,22 @@ class NodeAgent:
     def _start(self, c: Container, state: Path, launch: Launch) -> None:
         (state / "started").write_text(now())
         c.shim = subprocess.Popen(
-            [sys.executable, "-S", str(SHIM), str(state), json.dumps(launch.mounts), "--",
-             *launch.argv],
-            env=launch.env, cwd=launch.cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                sys.executable,
+                "-S",
+                str(SHIM),
+                str(state),
+                json.dumps(launch.mounts),
+                "--",
+                *launch.argv,
+            ],
+            env=launch.env,
+            cwd=launch.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         c.shim_pid = c.shim.pid
         (state / "shim.pid").write_text(str(c.shim.pid))
 
@@ -354,10 +439,14 @@ class NodeAgent:
     def _message(self, c: Container, state: Path, code: int) -> str:
         message = ""
         with contextlib.suppress(OSError):
-            message = (state / "termination-log").read_bytes()[:MESSAGE_LIMIT].decode(
-                errors="replace")
-        if not message and code != 0 and \
-                c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+            message = (
+                (state / "termination-log").read_bytes()[:MESSAGE_LIMIT].decode(errors="replace")
+            )
+        if (
+            not message
+            and code != 0
+            and c.spec.get("terminationMessagePolicy") == "FallbackToLogsOnError"
+        ):
             with contextlib.suppress(OSError):
                 lines = (state / "log").read_bytes().decode(errors="replace").splitlines()
                 message = "\n".join(lines[-80:])[-2048:]
@@ -378,8 +467,9 @@ class NodeAgent:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(run.task), 5)
         with contextlib.suppress(ApiError):
-            await self.api.delete(run.path, {"gracePeriodSeconds": 0,
-                                             "preconditions": {"uid": run.uid}})
+            await self.api.delete(
+                run.path, {"gracePeriodSeconds": 0, "preconditions": {"uid": run.uid}}
+            )
         self.pods.pop(run.uid, None)
 
     # --- status --------------------------------------------------------------------------
@@ -398,28 +488,42 @@ class NodeAgent:
         if old.get("phase") in TERMINAL:
             phase = old["phase"]  # terminal phases never change
         inits = [c for c in run.containers if c.init]
-        init_done = all(c.done and c.state.get("terminated", {}).get("exitCode") == 0
-                        for c in inits)
+        init_done = all(
+            c.done and c.state.get("terminated", {}).get("exitCode") == 0 for c in inits
+        )
         ready = bool(mains) and all("running" in c.state for c in mains) and phase == "Running"
         stamp = now()
 
         def condition(kind: str, ok: bool, reason: str) -> Obj:
             prev = next((c for c in old.get("conditions") or [] if c["type"] == kind), None)
             status = "True" if ok else "False"
-            cond: Obj = {"type": kind, "status": status, "lastProbeTime": None,
-                         "lastTransitionTime": prev["lastTransitionTime"]
-                         if prev and prev["status"] == status else stamp}
+            cond: Obj = {
+                "type": kind,
+                "status": status,
+                "lastProbeTime": None,
+                "lastTransitionTime": prev["lastTransitionTime"]
+                if prev and prev["status"] == status
+                else stamp,
+            }
             if not ok:
                 cond["reason"] = reason
             return cond
 
         def statuses(cs: list[Container]) -> list[Obj]:
-            return [{"name": c.name, "image": c.spec.get("image", ""),
-                     "imageID": f"process://{c.spec.get('image', '')}",
-                     "containerID": f"process://{run.uid}/{c.name}/{c.restarts}",
-                     "ready": "running" in c.state, "started": "running" in c.state,
-                     "restartCount": c.restarts, "state": c.state,
-                     "lastState": c.last_state} for c in cs]
+            return [
+                {
+                    "name": c.name,
+                    "image": c.spec.get("image", ""),
+                    "imageID": f"process://{c.spec.get('image', '')}",
+                    "containerID": f"process://{run.uid}/{c.name}/{c.restarts}",
+                    "ready": "running" in c.state,
+                    "started": "running" in c.state,
+                    "restartCount": c.restarts,
+                    "state": c.state,
+                    "lastState": c.last_state,
+                }
+                for c in cs
+            ]
 
         not_ready = "PodCompleted" if phase in TERMINAL else "ContainersNotReady"
         status: Obj = {
@@ -431,8 +535,10 @@ class NodeAgent:
                 condition("ContainersReady", ready, not_ready),
                 condition("PodScheduled", True, ""),
             ],
-            "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
             "startTime": old.get("startTime") or run.start_time,
             "containerStatuses": statuses(mains),
         }

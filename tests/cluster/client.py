@@ -42,12 +42,22 @@ class Api:
         if self._session is not None:
             await self._session.close()
 
-    async def request(self, method: str, path: str, body: Any = None, *,
-                      content_type: str = "application/json",
-                      params: dict[str, str] | None = None, timeout: float = 30) -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        timeout: float = 30,
+    ) -> Any:
         data = None if body is None else json.dumps(body)
         async with self.session.request(
-            method, self.server + path, data=data, params=params,
+            method,
+            self.server + path,
+            data=data,
+            params=params,
             headers={"Content-Type": content_type},
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
@@ -67,8 +77,7 @@ class Api:
         return await self.request("POST", path, body)
 
     async def merge_patch(self, path: str, body: Obj) -> Any:
-        return await self.request("PATCH", path, body,
-                                  content_type="application/merge-patch+json")
+        return await self.request("PATCH", path, body, content_type="application/merge-patch+json")
 
     async def delete(self, path: str, body: Obj | None = None) -> Any:
         return await self.request("DELETE", path, body)
@@ -88,8 +97,13 @@ class Api:
             try:
                 async with self.session.get(
                     self.server + path,
-                    params={**params, "watch": "1", "resourceVersion": version,
-                            "allowWatchBookmarks": "true", "timeoutSeconds": "300"},
+                    params={
+                        **params,
+                        "watch": "1",
+                        "resourceVersion": version,
+                        "allowWatchBookmarks": "true",
+                        "timeoutSeconds": "300",
+                    },
                     timeout=aiohttp.ClientTimeout(total=None, sock_read=330),
                 ) as resp:
                     if resp.status != 200:

@@ -22,8 +22,15 @@ NODE = "stagegate-node"
 
 
 class LocalCluster:
-    def __init__(self, workdir: Path, *, cpu: str, memory: str, max_pods: int = 110,
-                 bin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        cpu: str,
+        memory: str,
+        max_pods: int = 110,
+        bin_dir: Path | None = None,
+    ) -> None:
         self.workdir = workdir
         self.cpu, self.memory, self.max_pods = cpu, memory, max_pods
         self.plane = ControlPlane(workdir, bin_dir or control_plane_binaries())
@@ -42,20 +49,46 @@ class LocalCluster:
         self.plane.start()
         self.start_agent()
         self.wait(self._schedulable, timeout, "the node to be Ready and schedulable")
-        self.wait(lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default"),
-                  timeout, "the default ServiceAccount")
+        self.wait(
+            lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default"),
+            timeout,
+            "the default ServiceAccount",
+        )
 
     def start_agent(self) -> None:
         assert self.plane.pki is not None
         log = open(self.workdir / "logs" / "node-agent.log", "ab")  # noqa: SIM115
         self.agent = subprocess.Popen(
-            [sys.executable, "-m", "tests.cluster", "agent", "--server", self.server,
-             "--token", token("admin"), "--pki", str(self.plane.pki.dir),
-             "--workdir", str(self.workdir / "node"), "--node-name", NODE,
-             "--log-port", str(self.log_port), "--cpu", self.cpu, "--memory", self.memory,
-             "--pods", str(self.max_pods)],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "tests.cluster",
+                "agent",
+                "--server",
+                self.server,
+                "--token",
+                token("admin"),
+                "--pki",
+                str(self.plane.pki.dir),
+                "--workdir",
+                str(self.workdir / "node"),
+                "--node-name",
+                NODE,
+                "--log-port",
+                str(self.log_port),
+                "--cpu",
+                self.cpu,
+                "--memory",
+                self.memory,
+                "--pods",
+                str(self.max_pods),
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
@@ -90,8 +123,9 @@ class LocalCluster:
     def _get(self, path: str) -> Any:
         assert self.plane.pki is not None
         ctx = ssl.create_default_context(cafile=str(self.plane.pki.ca))
-        req = urllib.request.Request(self.server + path,
-                                     headers={"Authorization": f"Bearer {token('admin')}"})
+        req = urllib.request.Request(
+            self.server + path, headers={"Authorization": f"Bearer {token('admin')}"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=5, context=ctx) as resp:
                 return json.loads(resp.read())
@@ -102,8 +136,10 @@ class LocalCluster:
         node = self._get(f"/api/v1/nodes/{NODE}")
         if not node:
             return False
-        ready = any(c["type"] == "Ready" and c["status"] == "True"
-                    for c in node.get("status", {}).get("conditions", []))
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in node.get("status", {}).get("conditions", [])
+        )
         return ready and not node.get("spec", {}).get("taints")
 
     def wait(self, predicate: Any, timeout: float, what: str) -> None:
@@ -111,8 +147,10 @@ class LocalCluster:
         while time.monotonic() < deadline:
             for name, proc in self.processes():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited {proc.returncode} while waiting for "
-                                       f"{what}:\n{self.plane.log_tail(name)}")
+                    raise RuntimeError(
+                        f"{name} exited {proc.returncode} while waiting for "
+                        f"{what}:\n{self.plane.log_tail(name)}"
+                    )
             if predicate():
                 return
             time.sleep(0.2)

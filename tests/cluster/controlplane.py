@@ -64,16 +64,22 @@ def control_plane_binaries() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def write_kubeconfig(path: Path, server: str, ca: Path, user: str, namespace: str = "default"
-                     ) -> Path:
+def write_kubeconfig(
+    path: Path, server: str, ca: Path, user: str, namespace: str = "default"
+) -> Path:
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "stagegate", "cluster": {"server": server,
-                                                      "certificate-authority": str(ca)}}],
+        "clusters": [
+            {"name": "stagegate", "cluster": {"server": server, "certificate-authority": str(ca)}}
+        ],
         "users": [{"name": user, "user": {"token": token(user)}}],
-        "contexts": [{"name": user, "context": {"cluster": "stagegate", "user": user,
-                                                "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": user,
+                "context": {"cluster": "stagegate", "user": user, "namespace": namespace},
+            }
+        ],
         "current-context": user,
     }
     path.write_text(yaml.safe_dump(config))
@@ -107,7 +113,10 @@ class ControlPlane:
         self._log(name).parent.mkdir(parents=True, exist_ok=True)
         with open(self._log(name), "ab") as log:
             self.procs[name] = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
 
@@ -115,10 +124,14 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.pki = make_pki(self.workdir / "pki")
         tokens = self.workdir / "tokens.csv"
-        tokens.write_text("".join(
-            f'{token(u)},{u},uid-{u},"{",".join(groups)}"\n' if groups else
-            f"{token(u)},{u},uid-{u}\n"
-            for u, groups in USERS.items()))
+        tokens.write_text(
+            "".join(
+                f'{token(u)},{u},uid-{u},"{",".join(groups)}"\n'
+                if groups
+                else f"{token(u)},{u},uid-{u}\n"
+                for u, groups in USERS.items()
+            )
+        )
         write_kubeconfig(self.admin_kubeconfig, self.server, self.pki.ca, "admin")
         self.start_etcd()
         self.start_apiserver()
@@ -127,58 +140,109 @@ class ControlPlane:
 
     def start_etcd(self) -> None:
         peer = free_port()
-        self._spawn("etcd", [
-            str(self.bin_dir / "etcd"),
-            "--name", "default",
-            "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{self.etcd_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"default=http://127.0.0.1:{peer}",
-            "--unsafe-no-fsync",
-            "--log-level", "warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                "--name",
+                "default",
+                "--data-dir",
+                str(self.workdir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync",
+                "--log-level",
+                "warn",
+            ],
+        )
 
     def start_apiserver(self) -> None:
         assert self.pki is not None
         pki = self.pki
-        self._spawn("kube-apiserver", [
-            str(self.bin_dir / "kube-apiserver"),
-            "--etcd-servers", f"http://127.0.0.1:{self.etcd_port}",
-            "--bind-address", "127.0.0.1",
-            "--advertise-address", "127.0.0.1",
-            "--secure-port", str(self.api_port),
-            "--tls-cert-file", str(pki.cert("apiserver")),
-            "--tls-private-key-file", str(pki.key("apiserver")),
-            "--client-ca-file", str(pki.ca),
-            "--token-auth-file", str(self.workdir / "tokens.csv"),
-            "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file", str(pki.sa_public),
-            "--service-account-signing-key-file", str(pki.sa_private),
-            "--service-cluster-ip-range", "10.0.0.0/24",
-            "--authorization-mode", "RBAC",
-            "--enable-admission-plugins", ADMISSION,
-            "--endpoint-reconciler-type", "none",
-            "--allow-privileged=true",
-            "--kubelet-certificate-authority", str(pki.ca),
-            "--kubelet-client-certificate", str(pki.cert("apiserver-kubelet-client")),
-            "--kubelet-client-key", str(pki.key("apiserver-kubelet-client")),
-            "--kubelet-preferred-address-types", "InternalIP",
-            # A test run makes thousands of objects quickly: don't throttle the harness.
-            "--max-requests-inflight", "800",
-            "--max-mutating-requests-inflight", "400",
-            "--enable-priority-and-fairness=false",
-            "--profiling=false",
-            "-v", "1",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                "--etcd-servers",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(self.api_port),
+                "--tls-cert-file",
+                str(pki.cert("apiserver")),
+                "--tls-private-key-file",
+                str(pki.key("apiserver")),
+                "--client-ca-file",
+                str(pki.ca),
+                "--token-auth-file",
+                str(self.workdir / "tokens.csv"),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file",
+                str(pki.sa_public),
+                "--service-account-signing-key-file",
+                str(pki.sa_private),
+                "--service-cluster-ip-range",
+                "10.0.0.0/24",
+                "--authorization-mode",
+                "RBAC",
+                "--enable-admission-plugins",
+                ADMISSION,
+                "--endpoint-reconciler-type",
+                "none",
+                "--allow-privileged=true",
+                "--kubelet-certificate-authority",
+                str(pki.ca),
+                "--kubelet-client-certificate",
+                str(pki.cert("apiserver-kubelet-client")),
+                "--kubelet-client-key",
+                str(pki.key("apiserver-kubelet-client")),
+                "--kubelet-preferred-address-types",
+                "InternalIP",
+                # A test run makes thousands of objects quickly: don't throttle the harness.
+                "--max-requests-inflight",
+                "800",
+                "--max-mutating-requests-inflight",
+                "400",
+                "--enable-priority-and-fairness=false",
+                "--profiling=false",
+                "-v",
+                "1",
+            ],
+        )
 
     def _common(self) -> list[str]:
         kubeconfig = str(self.admin_kubeconfig)
-        return ["--kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig,
-                "--authorization-kubeconfig", kubeconfig, "--leader-elect=false",
-                "--kube-api-qps", "200", "--kube-api-burst", "400", "-v", "1",
-                "--bind-address", "127.0.0.1", "--secure-port", str(free_port())]
+        return [
+            "--kubeconfig",
+            kubeconfig,
+            "--authentication-kubeconfig",
+            kubeconfig,
+            "--authorization-kubeconfig",
+            kubeconfig,
+            "--leader-elect=false",
+            "--kube-api-qps",
+            "200",
+            "--kube-api-burst",
+            "400",
+            "-v",
+            "1",
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            str(free_port()),
+        ]
 
     def start_controllers(self) -> None:
         self.start_controller_manager()
@@ -186,17 +250,28 @@ class ControlPlane:
 
     def start_controller_manager(self) -> None:
         assert self.pki is not None
-        self._spawn("kube-controller-manager", [
-            str(self.bin_dir / "kube-controller-manager"), *self._common(),
-            "--use-service-account-credentials=true",
-            "--service-account-private-key-file", str(self.pki.sa_private),
-            "--root-ca-file", str(self.pki.ca),
-            "--cluster-signing-cert-file", str(self.pki.cert("apiserver")),
-            "--cluster-signing-key-file", str(self.pki.key("apiserver")),
-            "--controllers", "*",
-            "--concurrent-job-syncs", "20",
-            "--concurrent-gc-syncs", "40",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                *self._common(),
+                "--use-service-account-credentials=true",
+                "--service-account-private-key-file",
+                str(self.pki.sa_private),
+                "--root-ca-file",
+                str(self.pki.ca),
+                "--cluster-signing-cert-file",
+                str(self.pki.cert("apiserver")),
+                "--cluster-signing-key-file",
+                str(self.pki.key("apiserver")),
+                "--controllers",
+                "*",
+                "--concurrent-job-syncs",
+                "20",
+                "--concurrent-gc-syncs",
+                "40",
+            ],
+        )
 
     def start_scheduler(self) -> None:
         self._spawn("kube-scheduler", [str(self.bin_dir / "kube-scheduler"), *self._common()])
@@ -210,8 +285,9 @@ class ControlPlane:
             proc = self.procs.get(name)
             if proc is not None and proc.poll() is not None:
                 raise RuntimeError(f"{name} exited {proc.returncode}:\n{self.log_tail(name)}")
-            req = urllib.request.Request(self.server + path,
-                                         headers={"Authorization": f"Bearer {token('admin')}"})
+            req = urllib.request.Request(
+                self.server + path, headers={"Authorization": f"Bearer {token('admin')}"}
+            )
             try:
                 with urllib.request.urlopen(req, timeout=2, context=ctx) as resp:
                     if resp.status == 200:
@@ -242,9 +318,12 @@ class ControlPlane:
     def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
         """Stop one server and start it again with the same flags and state (a real fault)."""
         self.stop_one(name, sig)
-        starters = {"etcd": self.start_etcd, "kube-apiserver": self.start_apiserver,
-                    "kube-controller-manager": self.start_controller_manager,
-                    "kube-scheduler": self.start_scheduler}
+        starters = {
+            "etcd": self.start_etcd,
+            "kube-apiserver": self.start_apiserver,
+            "kube-controller-manager": self.start_controller_manager,
+            "kube-scheduler": self.start_scheduler,
+        }
         starters[name]()
         if name in ("etcd", "kube-apiserver"):
             self.wait_ready("kube-apiserver", "/readyz")

@@ -35,7 +35,8 @@ def routes(agent: NodeAgent) -> web.Application:
         path = _log_path(run, container, q.get("previous", "").lower() in ("1", "t", "true"))
         if path is None or not path.exists():
             raise web.HTTPBadRequest(
-                text=f'container "{container}" in pod "{pod}" is waiting to start')
+                text=f'container "{container}" in pod "{pod}" is waiting to start'
+            )
         tail = int(q["tailLines"]) if q.get("tailLines") else None
         limit = int(q["limitBytes"]) if q.get("limitBytes") else None
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})

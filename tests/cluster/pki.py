@@ -126,8 +126,12 @@ def make_pki(directory: Path) -> Pki:
 
     issue("apiserver", "kube-apiserver", server=True)
     issue("node", "stagegate-node", server=True)
-    issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", server=False,
-          org="system:masters")
+    issue(
+        "apiserver-kubelet-client",
+        "kube-apiserver-kubelet-client",
+        server=False,
+        org="system:masters",
+    )
 
     sa_key = ec.generate_private_key(ec.SECP256R1())
     _write_key(sa_key, pki.sa_private)

@@ -24,8 +24,15 @@ import yaml
 from .client import Api, ApiError
 
 Obj = dict[str, Any]
-PASS_THROUGH_ENV = ("LANG", "LC_ALL", "TZ", "PYTHONPATH", "SSL_CERT_FILE",
-                    "PYTHONDONTWRITEBYTECODE", "COVERAGE_PROCESS_START")
+PASS_THROUGH_ENV = (
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "PYTHONPATH",
+    "SSL_CERT_FILE",
+    "PYTHONDONTWRITEBYTECODE",
+    "COVERAGE_PROCESS_START",
+)
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
@@ -105,18 +112,24 @@ class PodContext:
             for source in volume["projected"].get("sources") or []:
                 if "serviceAccountToken" in source:
                     tok = source["serviceAccountToken"]
-                    files[tok["path"]] = await self._token(tok.get("audience"),
-                                                           tok.get("expirationSeconds", 3607))
+                    files[tok["path"]] = await self._token(
+                        tok.get("audience"), tok.get("expirationSeconds", 3607)
+                    )
                 elif "configMap" in source:
-                    files.update(await self._items("configmaps", source["configMap"]["name"],
-                                                   source["configMap"]))
+                    files.update(
+                        await self._items(
+                            "configmaps", source["configMap"]["name"], source["configMap"]
+                        )
+                    )
                 elif "secret" in source:
-                    files.update(await self._items("secrets", source["secret"]["name"],
-                                                   source["secret"]))
+                    files.update(
+                        await self._items("secrets", source["secret"]["name"], source["secret"])
+                    )
                 elif "downwardAPI" in source:
                     for item in source["downwardAPI"].get("items") or []:
-                        files[item["path"]] = field_ref(self.pod, item["fieldRef"]["fieldPath"],
-                                                        self.node_name)
+                        files[item["path"]] = field_ref(
+                            self.pod, item["fieldRef"]["fieldPath"], self.node_name
+                        )
             return files
         kinds = sorted(k for k in volume if k != "name")
         raise ConfigError(f"volume {volume['name']}: {kinds} is not supported by the node agent")
@@ -131,14 +144,21 @@ class PodContext:
     async def _token(self, audience: str | None, seconds: int) -> str:
         sa = self.pod["spec"].get("serviceAccountName") or "default"
         meta = self.pod["metadata"]
-        spec: Obj = {"expirationSeconds": max(int(seconds), 600),
-                     "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"],
-                                        "uid": meta["uid"]}}
+        spec: Obj = {
+            "expirationSeconds": max(int(seconds), 600),
+            "boundObjectRef": {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "name": meta["name"],
+                "uid": meta["uid"],
+            },
+        }
         if audience:
             spec["audiences"] = [audience]
         review = await self.api.create(
             f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{sa}/token",
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec})
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+        )
         return str(review["status"]["token"])
 
     async def _claim_path(self, claim: str) -> Path:
@@ -150,8 +170,10 @@ class PodContext:
         pv = await self.api.get(f"/api/v1/persistentvolumes/{volume}")
         source = pv["spec"].get("hostPath") or pv["spec"].get("local")
         if not source:
-            raise ConfigError(f"persistentvolume {volume}: only hostPath and local volumes "
-                              "are supported by the node agent")
+            raise ConfigError(
+                f"persistentvolume {volume}: only hostPath and local volumes "
+                "are supported by the node agent"
+            )
         path = Path(source["path"])
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -167,13 +189,15 @@ class PodContext:
         message_file.write_bytes(b"")
         message_path = container.get("terminationMessagePath") or "/dev/termination-log"
         env: dict[str, str] = {k: os.environ[k] for k in PASS_THROUGH_ENV if k in os.environ}
-        env.update({
-            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
-            "HOSTNAME": meta["name"],
-            "KUBERNETES_SERVICE_HOST": self.api_host,
-            "KUBERNETES_SERVICE_PORT": str(self.api_port),
-        })
+        env.update(
+            {
+                "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
+                "HOME": str(home),
+                "HOSTNAME": meta["name"],
+                "KUBERNETES_SERVICE_HOST": self.api_host,
+                "KUBERNETES_SERVICE_PORT": str(self.api_port),
+            }
+        )
         for source in container.get("envFrom") or []:
             env.update(await self._env_from(source))
         for var in container.get("env") or []:
@@ -207,21 +231,40 @@ class PodContext:
 
         argv = subst(container.get("command") or []) + subst(container.get("args") or [])
         if not argv:
-            raise ConfigError("the process runtime runs no images: the container needs a "
-                              "command")
+            raise ConfigError("the process runtime runs no images: the container needs a command")
         return Launch(argv, env, container.get("workingDir") or str(home), mounts, message_file)
 
     def _kubeconfig(self, sa_dir: Path) -> Path:
         path = self.sandbox / "kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "in-cluster", "cluster": {
-                "server": f"https://{self.api_host}:{self.api_port}",
-                "certificate-authority": str(sa_dir / "ca.crt")}}],
-            "users": [{"name": "sa", "user": {"tokenFile": str(sa_dir / "token")}}],
-            "contexts": [{"name": "sa", "context": {"cluster": "in-cluster", "user": "sa",
-                                                    "namespace": self.namespace}}],
-            "current-context": "sa"}))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {
+                            "name": "in-cluster",
+                            "cluster": {
+                                "server": f"https://{self.api_host}:{self.api_port}",
+                                "certificate-authority": str(sa_dir / "ca.crt"),
+                            },
+                        }
+                    ],
+                    "users": [{"name": "sa", "user": {"tokenFile": str(sa_dir / "token")}}],
+                    "contexts": [
+                        {
+                            "name": "sa",
+                            "context": {
+                                "cluster": "in-cluster",
+                                "user": "sa",
+                                "namespace": self.namespace,
+                            },
+                        }
+                    ],
+                    "current-context": "sa",
+                }
+            )
+        )
         return path
 
     async def _env_from(self, source: Obj) -> dict[str, str]:
@@ -245,16 +288,24 @@ class PodContext:
                 if ref.get("optional"):
                     return None
                 singular = "ConfigMap" if kind == "configmaps" else "Secret"
-                raise ConfigError(f"couldn't find key {ref['key']} in {singular} "
-                                  f"{self.namespace}/{ref.get('name')}")
+                raise ConfigError(
+                    f"couldn't find key {ref['key']} in {singular} "
+                    f"{self.namespace}/{ref.get('name')}"
+                )
             return data[ref["key"]]
         if "fieldRef" in source:
             return field_ref(self.pod, source["fieldRef"]["fieldPath"], self.node_name)
         if "resourceFieldRef" in source:
             ref = source["resourceFieldRef"]
             name = ref.get("containerName") or container["name"]
-            limits = next((c.get("resources", {}).get("limits", {})
-                           for c in self.pod["spec"]["containers"] if c["name"] == name), {})
+            limits = next(
+                (
+                    c.get("resources", {}).get("limits", {})
+                    for c in self.pod["spec"]["containers"]
+                    if c["name"] == name
+                ),
+                {},
+            )
             return str(limits.get(ref["resource"].split(".")[-1], "0"))
         return None
 
@@ -264,8 +315,7 @@ _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 def expand(text: str, env: dict[str, str]) -> str:
     """Kubernetes `$(VAR)` expansion: unknown references stay as written, `$$` escapes."""
-    return _VAR.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)),
-                    text)
+    return _VAR.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
 
 
 def field_ref(pod: Obj, path: str, node_name: str) -> str:
@@ -277,10 +327,14 @@ def field_ref(pod: Obj, path: str, node_name: str) -> str:
         values = meta.get(path.split(".")[1]) or {}
         return "\n".join(f'{k}="{v}"' for k, v in sorted(values.items()))
     simple = {
-        "metadata.name": meta.get("name"), "metadata.namespace": meta.get("namespace"),
-        "metadata.uid": meta.get("uid"), "spec.nodeName": spec.get("nodeName") or node_name,
+        "metadata.name": meta.get("name"),
+        "metadata.namespace": meta.get("namespace"),
+        "metadata.uid": meta.get("uid"),
+        "spec.nodeName": spec.get("nodeName") or node_name,
         "spec.serviceAccountName": spec.get("serviceAccountName"),
-        "status.podIP": "127.0.0.1", "status.hostIP": "127.0.0.1",
-        "status.podIPs": "127.0.0.1", "status.hostIPs": "127.0.0.1",
+        "status.podIP": "127.0.0.1",
+        "status.hostIP": "127.0.0.1",
+        "status.podIPs": "127.0.0.1",
+        "status.hostIPs": "127.0.0.1",
     }
     return str(simple.get(path) or "")

@@ -55,7 +55,10 @@ def main() -> int:
     with open(os.path.join(state, "log"), "ab") as log:
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 preexec_fn=_mounter(mounts) if mounts else None,
             )
         except (OSError, subprocess.SubprocessError) as exc:

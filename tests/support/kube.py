@@ -54,8 +54,10 @@ T = TypeVar("T")
 # The shared node is overcommitted on purpose: parallel tests each ask for CPUs and GiBs they
 # never use. The one test about capacity asks for more than even this.
 NODE_CPU, NODE_MEMORY, NODE_PODS = "64", "512Gi", 2000
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted",
-              "pod-security.kubernetes.io/enforce-version": "latest"}
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 
 
 @dataclass(frozen=True)
@@ -105,20 +107,31 @@ class KubeApi:
 
     def kubeconfig_for(self, user: str) -> Path:
         """A kubeconfig acting as one of tests.cluster.controlplane.USERS."""
-        return write_kubeconfig(self.home / f"{user}.kubeconfig", self.server, self.ca, user,
-                                self.namespace)
+        return write_kubeconfig(
+            self.home / f"{user}.kubeconfig", self.server, self.ca, user, self.namespace
+        )
 
     # --- binaries ------------------------------------------------------------------------
 
-    def _run(self, binary: Path, args: tuple[str, ...], input: str | None, check: bool,
-             timeout: float, user: str | None) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self,
+        binary: Path,
+        args: tuple[str, ...],
+        input: str | None,
+        check: bool,
+        timeout: float,
+        user: str | None,
+    ) -> subprocess.CompletedProcess[str]:
         env = self.env
         if user is not None:
             env["KUBECONFIG"] = str(self.kubeconfig_for(user))
         proc = subprocess.Popen(
             [str(binary), *args],
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
             start_new_session=True,
         )
         try:
@@ -138,38 +151,67 @@ class KubeApi:
             )
         return done
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60, user: str | None = None
-                ) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+        user: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         return self._run(self.binaries.kubectl, args, input, check, timeout, user)
 
-    def helm(self, *args: str, input: str | None = None, check: bool = True,
-             timeout: float = 120, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    def helm(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
+        user: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         return self._run(self.binaries.helm, args, input, check, timeout, user)
 
     def popen(self, *argv: str, **kwargs: Any) -> subprocess.Popen[str]:
         proc: subprocess.Popen[str] = subprocess.Popen(
-            list(argv), env=kwargs.pop("env", self.env),
+            list(argv),
+            env=kwargs.pop("env", self.env),
             stdout=kwargs.pop("stdout", subprocess.PIPE),
             stderr=kwargs.pop("stderr", subprocess.PIPE),
-            text=True, start_new_session=True, **kwargs,
+            text=True,
+            start_new_session=True,
+            **kwargs,
         )
         self._procs.append(proc)
         return proc
 
     # --- HTTP ----------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, body: Any = None, *,
-                content_type: str = "application/json", query: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None, timeout: float = 30,
-                user: str = "admin") -> tuple[int, Any]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        content_type: str = "application/json",
+        query: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30,
+        user: str = "admin",
+    ) -> tuple[int, Any]:
         url = self.server + path
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(url, data=data, method=method, headers={
-            "Content-Type": content_type, "Authorization": f"Bearer {token(user)}",
-            **(headers or {})})
+        req = urllib.request.Request(
+            url,
+            data=data,
+            method=method,
+            headers={
+                "Content-Type": content_type,
+                "Authorization": f"Bearer {token(user)}",
+                **(headers or {}),
+            },
+        )
         ctx = ssl.create_default_context(cafile=str(self.ca))
         try:
             with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
@@ -197,8 +239,13 @@ class KubeApi:
         assert status == 200, (status, out)
         return out
 
-    def wait_for(self, predicate: Callable[[], T], timeout: float = 10, interval: float = 0.1,
-                 message: str = "") -> T:
+    def wait_for(
+        self,
+        predicate: Callable[[], T],
+        timeout: float = 10,
+        interval: float = 0.1,
+        message: str = "",
+    ) -> T:
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()
@@ -206,16 +253,23 @@ class KubeApi:
                 return value
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"timed out after {timeout}s waiting for {message or predicate}")
+                    f"timed out after {timeout}s waiting for {message or predicate}"
+                )
             time.sleep(interval)
 
     def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
-        self.create("/api/v1/namespaces",
-                    {"metadata": {"name": name, "labels": {**RESTRICTED, **(labels or {})}}})
+        self.create(
+            "/api/v1/namespaces",
+            {"metadata": {"name": name, "labels": {**RESTRICTED, **(labels or {})}}},
+        )
         # The ServiceAccount controller makes `default` a moment later; pods need it.
-        self.wait_for(lambda: self.request(
-            "GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200,
-            timeout=30, message=f"namespace {name}'s default ServiceAccount")
+        self.wait_for(
+            lambda: (
+                self.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200
+            ),
+            timeout=30,
+            message=f"namespace {name}'s default ServiceAccount",
+        )
 
     def close(self) -> None:
         for proc in self._procs:
@@ -224,6 +278,7 @@ class KubeApi:
 
 
 # --- the shared cluster -------------------------------------------------------------------
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or CLUSTER_ENV in os.environ:
@@ -272,10 +327,27 @@ def shared_cluster() -> SharedCluster:
             out = folder / "serve.out"
             with open(out, "w") as log:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "tests.cluster", "serve", "--kubeconfig",
-                     str(kubeconfig), "--workdir", str(folder / "state"), "--cpu", NODE_CPU,
-                     "--memory", NODE_MEMORY, "--pods", str(NODE_PODS)],
-                    cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.cluster",
+                        "serve",
+                        "--kubeconfig",
+                        str(kubeconfig),
+                        "--workdir",
+                        str(folder / "state"),
+                        "--cpu",
+                        NODE_CPU,
+                        "--memory",
+                        NODE_MEMORY,
+                        "--pods",
+                        str(NODE_PODS),
+                    ],
+                    cwd=REPO,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             (folder / "serve.pid").write_text(str(proc.pid))
             # The first run on a machine builds the control plane (~5-20 min).
             deadline = time.monotonic() + 3000
@@ -305,12 +377,12 @@ def new_namespace() -> str:
 
 
 @contextlib.contextmanager
-def namespaced_api(cluster: SharedCluster, binaries: KubeBinaries, home: Path
-                   ) -> Iterator[KubeApi]:
+def namespaced_api(cluster: SharedCluster, binaries: KubeBinaries, home: Path) -> Iterator[KubeApi]:
     namespace = new_namespace()
     home.mkdir(parents=True, exist_ok=True)
-    kubeconfig = write_kubeconfig(home / "admin.kubeconfig", cluster.server, cluster.ca,
-                                  "admin", namespace)
+    kubeconfig = write_kubeconfig(
+        home / "admin.kubeconfig", cluster.server, cluster.ca, "admin", namespace
+    )
     api = KubeApi(cluster.server, cluster.ca, kubeconfig, home, binaries, namespace)
     api.create_namespace(namespace)
     try:
@@ -321,15 +393,19 @@ def namespaced_api(cluster: SharedCluster, binaries: KubeBinaries, home: Path
 
 
 @pytest.fixture
-def kube_api(kube_cluster: SharedCluster, kube_binaries: KubeBinaries,
-             tmp_path: Path) -> Iterator[KubeApi]:
+def kube_api(
+    kube_cluster: SharedCluster, kube_binaries: KubeBinaries, tmp_path: Path
+) -> Iterator[KubeApi]:
     with namespaced_api(kube_cluster, kube_binaries, tmp_path / "kube-home") as api:
         yield api
 
 
 @pytest.fixture(scope="module")
-def kube_api_module(kube_cluster: SharedCluster, kube_binaries: KubeBinaries,
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeApi]:
+def kube_api_module(
+    kube_cluster: SharedCluster,
+    kube_binaries: KubeBinaries,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[KubeApi]:
     """One namespace for a whole module (for many quick, independent checks)."""
     home = tmp_path_factory.mktemp("kube-home")
     with namespaced_api(kube_cluster, kube_binaries, home) as api:

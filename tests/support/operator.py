@@ -215,13 +215,15 @@ def install_crd(kube: KubeApi) -> None:
     """The CRD is cluster-wide: apply it (idempotent, every worker may race) and wait until the
     API server serves it."""
     for attempt in range(5):
-        done = kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD),
-                            check=attempt == 4)
+        done = kube.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(CRD), check=attempt == 4
+        )
         if done.returncode == 0:
             break
         time.sleep(1)
-    kube.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.stagegate.io",
-                 "--timeout=60s")
+    kube.kubectl(
+        "wait", "--for=condition=Established", "crd/trainingjobs.stagegate.io", "--timeout=60s"
+    )
 
 
 def poll(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.3) -> Any:
