@@ -14,8 +14,8 @@ import pytest
 import yaml
 from stagegate_operator.main import parse_args
 
+from tests.support import chart
 from tests.support.kube import KubeApi, KubeBinaries, private_cluster
-from tests.support.procs import free_port
 from tests.support.runs import small_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -251,47 +251,7 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
     by the node agent under the chart's ServiceAccount, so RBAC and the `restricted` Pod
     Security level are enforced by the API server on it and on every step pod."""
     with private_cluster(tmp_path, kube_binaries) as (_, kube):
-        for ns in ("stagegate", "research"):
-            kube.create_namespace(ns)
-        kube.kubectl(
-            "create",
-            "secret",
-            "generic",
-            "s3-credentials",
-            "-n",
-            "research",
-            "--from-literal=AWS_ACCESS_KEY_ID=testing",
-            "--from-literal=AWS_SECRET_ACCESS_KEY=testing",
-            f"--from-literal=AWS_ENDPOINT_URL={moto_server}",
-            "--from-literal=AWS_DEFAULT_REGION=us-east-1",
-        )
-        metrics_port, health_port = free_port(), free_port()
-        values = [
-            "--set",
-            "operator.watchNamespaces={research}",
-            "--set",
-            "kueue.queueName=",
-            "--set",
-            f"artifacts.uri={s3_bucket}/runs",
-            "--set",
-            "artifacts.secretName=s3-credentials",
-            "--set",
-            f"operator.metricsPort={metrics_port}",
-            "--set",
-            f"operator.healthPort={health_port}",
-        ]
-        kube.helm(
-            "install",
-            "sg",
-            str(CHART),
-            "-n",
-            "stagegate",
-            "--wait",
-            "--timeout",
-            "120s",
-            *values,
-            timeout=180,
-        )
+        values, health_port = chart.install(kube, s3_bucket, moto_server)
         operator_pod = kube.wait_for(
             lambda: next(
                 (p for p in _pods(kube, "stagegate") if p["status"].get("phase") == "Running"), None
@@ -402,12 +362,15 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
         ).stdout.split()
         assert [n for n in left if "sg-stagegate" in n or "stagegate-trainer" in n] == [], left
         rbac = "/apis/rbac.authorization.k8s.io/v1"
+        admission = "/apis/admissionregistration.k8s.io/v1"
         leftover = [
             r["metadata"]["name"]
-            for kind in ("clusterroles", "clusterrolebindings")
-            for r in kube.get(f"{rbac}/{kind}")["items"]
+            for path in (f"{rbac}/clusterroles", f"{rbac}/clusterrolebindings",
+                         f"{admission}/validatingadmissionpolicies",
+                         f"{admission}/validatingadmissionpolicybindings")
+            for r in kube.get(path)["items"]
             if r["metadata"]["name"].startswith("sg-")
-        ]
+        ]  # fmt: skip
         assert leftover == [], leftover
         kube.get(
             "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/trainingjobs.stagegate.io"

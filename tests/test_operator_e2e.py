@@ -58,7 +58,8 @@ def test_sequential_manual_approval(cluster: Cluster) -> None:
     status = done["status"]
     assert status["phase"] == "Succeeded", status["message"]
     assert status["approval"]["decision"] == "approved"
-    assert status["approval"]["by"] == "annotation (alice)"
+    assert status["approval"]["by"] == "alice" and status["approval"]["via"] == "annotation"
+    assert (status["approvedBy"], status["approvedAt"]) == ("alice", status["approval"]["at"])
     assert status["progress"] == "4/4"
     assert [c["type"] for c in status["conditions"] if c["status"] == "True"].count("Complete")
     keys = run_keys(cluster, done)
@@ -75,7 +76,7 @@ def test_sequential_manual_approval(cluster: Cluster) -> None:
         assert prefix + rel in keys, rel
     assert status["artifacts"]["model"] == f"s3://{cluster.bucket}/{prefix}model/model.txt"
     card = cluster.read_json(prefix + "model/model_card.json")
-    assert card["approvedBy"] == "annotation (alice)"
+    assert (card["approvedBy"], card["approvedAt"]) == ("alice", status["approvedAt"])
     seen = reasons(cluster, "btc")
     for reason in ("Quick", "AwaitingApproval", "Full", "Approval", "Succeeded", "StageSummarised"):
         assert reason in seen, (reason, seen)
@@ -104,7 +105,7 @@ def test_auto_policy_passes_and_rejects(cluster: Cluster) -> None:
     )
     passed = cluster.wait_phase("open", "Succeeded", "Failed", "Rejected")["status"]
     assert passed["phase"] == "Succeeded", passed["message"]
-    assert passed["approval"]["by"] == "policy:auto"
+    assert (passed["approval"]["by"], passed["approval"]["via"]) == ("gates", "policy-auto")
     rejected = cluster.wait_phase("strict", "Rejected", "Failed", "Succeeded")["status"]
     assert rejected["phase"] == "Rejected"
     assert "failed its gates" in rejected["message"]

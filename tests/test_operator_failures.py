@@ -198,8 +198,12 @@ def test_refusal_decision(artifacts: dict[str, Any], refused: str | None) -> Non
 def test_volume_claim_is_mounted_at_the_uri_path_in_every_step_pod() -> None:
     s = spec(artifacts={"uri": "file:///mnt/stagegate/", "volumeClaim": "runs-rwx"})
     owner = children.Owner("btc", "ns", "u", s)
-    jobs = [children.prepare_job(owner), children.fold_job(owner, "quick", 1),
-            children.summary_job(owner, "quick"), children.final_job(owner, "gates")]  # fmt: skip
+    jobs = [
+        children.prepare_job(owner),
+        children.fold_job(owner, "quick", 1),
+        children.summary_job(owner, "quick"),
+        children.final_job(owner, {"by": "gates"}),
+    ]
     for job in jobs:
         pod = job["spec"]["template"]["spec"]
         assert {"name": "artifacts", "persistentVolumeClaim": {"claimName": "runs-rwx"}} in pod[

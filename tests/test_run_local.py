@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
@@ -84,6 +85,9 @@ def test_sequential_run_with_approval_trains_everything(
     card = json.loads((folder / "model/model_card.json").read_text())
     assert card["symbol"] == "BTC/USDT" and card["data"]["hash"]
     assert set(card["stages"]) == {"quick", "full"} and card["features"]
+    # Locally the OS user approved, through the --approve flag.
+    assert (card["approvedBy"], card["approval"]["via"]) == (getpass.getuser(), "flag")
+    assert status["approvedBy"] == getpass.getuser() and status["approvedAt"]
     assert status["artifacts"]["model"].endswith("model/model.txt")
     # The human output went to stderr, fold lines in the old system's format among it.
     assert "Fold 1/2: accuracy=" in result.stderr and "Average: accuracy=" in result.stderr
@@ -344,7 +348,10 @@ def test_on_a_terminal_the_gate_asks(tmp_path: Path, manifest_factory: Callable[
     assert status["phase"] == "Rejected"
     assert status["approval"] == {
         "decision": "rejected",
-        "by": "prompt",
+        "by": getpass.getuser(),
+        "via": "prompt",
         "at": status["approval"]["at"],
+        "gate": "full",
     }
+    assert status["rejectedBy"] == getpass.getuser()
     assert not (run_dir(runs) / "full").exists()

@@ -6,10 +6,13 @@ means the child is there already and is adopted, and a restarted operator finds 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from stagegate_trainer.approval import APPROVAL_ENV
 from stagegate_trainer.results import RESULT_FILE_ENV
 from stagegate_trainer.spec import API_GROUP, API_VERSION, KIND, StageName, TrainingJobSpec
 
@@ -100,7 +103,7 @@ def _threads(spec: TrainingJobSpec, stage: StageName) -> str:
     return str(max(1, int(cores)))
 
 
-def _env(name: str, spec: TrainingJobSpec, approved_by: str) -> list[dict[str, Any]]:
+def _env(name: str, spec: TrainingJobSpec, approval: str | None) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {
             "name": MANIFEST_ENV,
@@ -109,8 +112,9 @@ def _env(name: str, spec: TrainingJobSpec, approved_by: str) -> list[dict[str, A
             },
         },
         {"name": RESULT_FILE_ENV, "value": TERMINATION_LOG},
-        {"name": "STAGEGATE_APPROVED_BY", "value": approved_by},
     ]
+    if approval is not None:
+        env.append({"name": APPROVAL_ENV, "value": approval})
     secret = spec.artifacts.secret_ref
     if secret is not None:
         # Credentials reach the pod from the Secret only: never the spec, status or events.
@@ -151,7 +155,7 @@ def step_job(
     args: list[str],
     step: str,
     fold: int | None = None,
-    approved_by: str = "",
+    approval: str | None = None,
 ) -> dict[str, Any]:
     spec = owner.spec
     labels = {LABEL_TJ: owner.name, LABEL_STAGE: stage, LABEL_STEP: step}
@@ -163,7 +167,7 @@ def step_job(
         "name": "trainer",
         "image": spec.image or BUILTIN_IMAGE,
         "command": [*owner.command, *args],
-        "env": _env(owner.name, spec, approved_by),
+        "env": _env(owner.name, spec, approval),
         "terminationMessagePath": TERMINATION_LOG,
         # The root filesystem is read-only; the image points HOME and TMPDIR at /tmp.
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
@@ -247,9 +251,10 @@ def summary_job(owner: Owner, stage: StageName) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def final_job(owner: Owner, approved_by: str) -> dict[str, Any]:
+def final_job(owner: Owner, approval: Mapping[str, Any]) -> dict[str, Any]:
+    """The final model's Job; `approval` (see stagegate_trainer.approval) goes to its card."""
     args = ["final", MANIFEST_ARG, "--threads", _threads(owner.spec, "full")]
     return step_job(
         owner, stage="full", job_name=final_job_name(owner.name), args=args, step="final",
-        approved_by=approved_by,
+        approval=json.dumps(dict(approval), sort_keys=True),
     )  # fmt: skip

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
+from stagegate_trainer import approval as approvals
+from stagegate_trainer.cluster import REJECTION_REASON_ANNOTATION
 from stagegate_trainer.spec import (
     API_GROUP,
     API_VERSION,
@@ -345,12 +347,17 @@ class Reconciler:
         verdict = decision.gate
         if verdict is None or verdict.decision == "waiting":
             return None
-        by = verdict.by
-        if by == "annotation":
-            who = annotations.get(APPROVED_BY_ANNOTATION)
-            by = f"annotation ({who})" if who else "annotation"
-        return {"decision": verdict.decision, "by": by, "at": now_iso(now),
-                "gate": verdict.gate}  # fmt: skip
+        if verdict.by != "annotation":
+            via: approvals.Via = "policy-auto" if verdict.by == "policy:auto" else "gates"
+            return approvals.record(verdict.decision, "gates", via, now_iso(now), verdict.gate)
+        # Where the chart's admission policy is on, the API server checked that this names the
+        # user who set the annotation.
+        who = annotations.get(APPROVED_BY_ANNOTATION) or approvals.UNKNOWN
+        reason = (
+            annotations.get(REJECTION_REASON_ANNOTATION) if verdict.decision == "rejected" else None
+        )
+        return approvals.record(verdict.decision, who, "annotation", now_iso(now), verdict.gate,
+                               reason)  # fmt: skip
 
     async def _ensure(
         self, group_version: str, namespace: str, plural: str, body: Any
@@ -394,7 +401,9 @@ class Reconciler:
         elif isinstance(action, Summarise):
             job = children.summary_job(owner, action.stage)
         elif isinstance(action, StartFinal):
-            job = children.final_job(owner, (approval or {}).get("by", "gates"))
+            job = children.final_job(
+                owner, approval or approvals.record("approved", "gates", "gates", "", "final")
+            )
         else:  # pragma: no cover - the machine has no other actions
             raise TypeError(action)
         job_name = job["metadata"]["name"]
@@ -572,7 +581,7 @@ class Reconciler:
                 body,
                 "Normal",
                 "Approval",
-                f"{approval['gate']} gate {approval['decision']} by {approval['by']}",
+                approvals.describe(approval),
             )
 
     def _record(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
+from . import approval as approvals
 from .plan import PlanError
 from .results import fold_result, prepare_result, summary_result, write_result
 from .spec import SpecError, TrainingJobManifest, load_manifest
@@ -263,7 +263,7 @@ def final(manifest: str, data: str | None, artifacts: str | None, threads: int |
     card = steps.final(
         run_,
         num_threads=threads or available_cores(),
-        approved_by=os.environ.get("STAGEGATE_APPROVED_BY", ""),
+        approval=approvals.from_env(),
     )
     model = run_.store.uri(layout.FINAL_MODEL)
     training = card.get("training") or {}

@@ -22,6 +22,7 @@ from .spec import API_GROUP, API_VERSION, KIND, PLURAL
 APPROVAL_ANNOTATION = f"{API_GROUP}/approval"
 APPROVED_BY_ANNOTATION = f"{API_GROUP}/approved-by"
 REJECTION_REASON_ANNOTATION = f"{API_GROUP}/rejection-reason"
+CREATED_BY_ANNOTATION = f"{API_GROUP}/created-by"
 CANCEL_ANNOTATION = f"{API_GROUP}/cancel"
 LABEL_TJ = f"{API_GROUP}/trainingjob"
 LABEL_STAGE = f"{API_GROUP}/stage"
@@ -90,6 +91,22 @@ class Cluster:
                     _request_timeout=REQUEST_TIMEOUT,
                 )
             )  # fmt: skip
+
+    # ---------------------------------------------------------------- who am I
+    def whoami(self) -> str:
+        """The requesting user's name as the API server sees it (SelfSubjectReview, what
+        `kubectl auth whoami` asks): the name the approval policy compares with."""
+        from kubernetes import client
+
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        with self._errors("", kind="selfsubjectreview"):
+            answer = client.AuthenticationV1Api(self.core.api_client).create_self_subject_review(
+                review, _request_timeout=REQUEST_TIMEOUT
+            )
+        name = answer.status.user_info.username if answer.status else None
+        if not name:
+            raise ClusterError(f"the API server at {self.host} did not say who this user is")
+        return str(name)
 
     # ---------------------------------------------------------------- pods and logs
     def pods(self, selector: str) -> list[dict[str, Any]]:

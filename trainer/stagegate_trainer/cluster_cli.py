@@ -15,9 +15,7 @@ unreachable API server, no such TrainingJob, a refused approval). `watch` also e
 from __future__ import annotations
 
 import functools
-import getpass
 import json
-import os
 import queue
 import re
 import sys
@@ -263,6 +261,12 @@ def submit(
         return
     cluster = _connect(kubeconfig, context, namespace)
     _place(manifest, cluster.namespace)
+    from .cluster import CREATED_BY_ANNOTATION
+
+    # Who created it, as the API server knows them: the chart's four-eyes policy requires it
+    # and keeps that person from approving their own TrainingJob.
+    annotations = manifest["metadata"].setdefault("annotations", {})
+    annotations.setdefault(CREATED_BY_ANNOTATION, cluster.whoami())
     created = cluster.create(manifest)
     name = created["metadata"]["name"]
     click.echo(f"{RESOURCE}/{name} created in namespace {created['metadata']['namespace']}")
@@ -277,11 +281,14 @@ def _refuse_if_terminal(tj: Mapping[str, Any], verb: str) -> None:
         raise SpecError(f"cannot {verb} {name}: it has already ended ({phase})")
 
 
-def _decide(cluster: Cluster, name: str, decision: str, who: str, reason: str | None) -> None:
+def _decide(cluster: Cluster, name: str, decision: str, reason: str | None) -> None:
+    """Set the decision and the deciding user's name, as the API server knows them (the
+    chart's approval policy admits nothing else)."""
     from .cluster import APPROVAL_ANNOTATION, APPROVED_BY_ANNOTATION, REJECTION_REASON_ANNOTATION
 
     tj = cluster.get(name)
     _refuse_if_terminal(tj, "approve" if decision == "approved" else "reject")
+    who = cluster.whoami()
     recorded = (tj.get("status") or {}).get("approval") or {}
     if recorded.get("decision") in ("approved", "rejected"):
         raise SpecError(
@@ -301,46 +308,33 @@ def _decide(cluster: Cluster, name: str, decision: str, who: str, reason: str | 
         click.echo(f"  note: {name} is in phase {phase}; the decision applies at its gate")
 
 
-def _who(by: str | None) -> str:
-    if by:
-        return by
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 name_arg = click.argument("name")
 
 
 @click.command()
 @name_arg
-@click.option("--by", help="Who approves (default: $USER).")
 @connection_options
 @cluster_errors
-def approve(
-    name: str, by: str | None, kubeconfig: str | None, context: str | None, namespace: str | None
-) -> None:
-    """Approve NAME at its gate, so the full stage (or the final model) goes ahead."""
-    _decide(_connect(kubeconfig, context, namespace), name, "approved", _who(by), None)
+def approve(name: str, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
+    """Approve NAME at its gate, so the full stage (or the final model) goes ahead. The
+    approver recorded is the user the cluster knows you as (`kubectl auth whoami`)."""
+    _decide(_connect(kubeconfig, context, namespace), name, "approved", None)
 
 
 @click.command()
 @name_arg
 @click.option("--reason", help="Why (stored as the stagegate.io/rejection-reason annotation).")
-@click.option("--by", help="Who rejects (default: $USER).")
 @connection_options
 @cluster_errors
 def reject(
     name: str,
     reason: str | None,
-    by: str | None,
     kubeconfig: str | None,
     context: str | None,
     namespace: str | None,
 ) -> None:
     """Reject NAME at its gate, so the run ends as Rejected."""
-    _decide(_connect(kubeconfig, context, namespace), name, "rejected", _who(by), reason)
+    _decide(_connect(kubeconfig, context, namespace), name, "rejected", reason)
 
 
 @click.command()
@@ -417,7 +411,9 @@ def _approval_line(tj: Mapping[str, Any]) -> str:
     status = tj.get("status") or {}
     recorded = status.get("approval") or {}
     if recorded.get("decision"):
-        return f"{recorded['decision']} by {recorded.get('by', '?')} at {recorded.get('at', '?')}"
+        from .approval import describe
+
+        return describe(recorded)
     from .cluster import APPROVAL_ANNOTATION
 
     asked = _annotations(tj).get(APPROVAL_ANNOTATION)

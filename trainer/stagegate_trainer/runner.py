@@ -24,6 +24,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from . import approval as approvals
 from . import layout, steps
 from .report import fold_line, print_summary
 from .spec import StageName, TrainingJobManifest
@@ -93,8 +94,10 @@ def _fold_step(
     return steps.fold(steps.open_run(manifest), stage, number, num_threads=num_threads)
 
 
-def _final_step(manifest: TrainingJobManifest, num_threads: int, approved_by: str) -> dict:
-    return steps.final(steps.open_run(manifest), num_threads=num_threads, approved_by=approved_by)
+def _final_step(
+    manifest: TrainingJobManifest, num_threads: int, approval: dict[str, Any]
+) -> dict[str, Any]:
+    return steps.final(steps.open_run(manifest), num_threads=num_threads, approval=approval)
 
 
 class LocalRunner:
@@ -208,8 +211,10 @@ class LocalRunner:
                 threads,
             )
         elif isinstance(action, StartFinal):
-            by = (self.approval_record or {}).get("by", "gates")
-            pool.submit(("final", None), _final_step, self.manifest, self.cores, by)
+            record = self.approval_record or approvals.record(
+                "approved", "gates", "gates", now_iso(), "final"
+            )
+            pool.submit(("final", None), _final_step, self.manifest, self.cores, record)
 
     def _stage_clock(self, stage: str) -> None:
         if stage not in self.stage_started:
@@ -235,7 +240,10 @@ class LocalRunner:
         )
         approved = self.ask(question)
         self.approval = "approved" if approved else "rejected"
-        self.approval_record = {"decision": self.approval, "by": "prompt", "at": now_iso()}
+        gate = "full" if decision.stage == "quick" else "final"
+        self.approval_record = approvals.record(
+            self.approval, approvals.os_user(), "prompt", now_iso(), gate
+        )
         return True
 
     # ------------------------------------------------------------------ loop
@@ -257,11 +265,9 @@ class LocalRunner:
         for warning in self.spec.leaky_purge_warnings():
             self.console.print(f"[yellow]Warning: {warning}[/yellow]")
         if self.approval == "approved":
-            self.approval_record = {
-                "decision": "approved",
-                "by": "flag:--approve=yes",
-                "at": started,
-            }
+            self.approval_record = approvals.record(
+                "approved", approvals.os_user(), "flag", started, "full"
+            )
         progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .approval import UNKNOWN, condition_reason, status_fields
 from .metricnames import METRICS
 from .stagemachine import TERMINAL, Decision, Observation
 
@@ -142,7 +143,7 @@ def build_status(
         "phase": decision.phase,
         "stage": decision.stage,
         "progress": decision.progress or _last_progress(stages),
-        "message": decision.message,
+        "message": _message(decision, approval),
         "summary": {"stage": latest, **printed} if latest else {},
         "stages": stages,
         "startedAt": clock.started,
@@ -153,9 +154,23 @@ def build_status(
     }
     if approval:
         status["approval"] = dict(approval)
+        status.update(status_fields(approval))
     if warnings:
         status["warnings"] = list(warnings)
     return status
+
+
+def _message(decision: Decision, approval: Mapping[str, Any] | None) -> str:
+    """A person's rejection says who and why: `rejected at the quick gate by carol: …`."""
+    if decision.phase != "Rejected" or not approval or approval.get("by") == "gates":
+        return decision.message
+    by = approval.get("by")
+    reason = approval.get("reason")
+    return (
+        decision.message
+        + (f" by {by}" if by and by != UNKNOWN else "")
+        + (f": {reason}" if reason else "")
+    )
 
 
 def _ranges(planned: Mapping[str, Any] | None, result: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -235,7 +250,7 @@ def _conditions(
             _condition(
                 "Approved",
                 ok,
-                str(approval.get("by", "")).replace(":", "").title() or "Annotation",
+                condition_reason(approval),
                 approval["decision"],
                 now,
             )

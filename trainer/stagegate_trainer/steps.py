@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -279,7 +280,9 @@ def write_report(run: Run, stage: StageName, summary: dict[str, Any]) -> str:
     return run.store.uri(layout.stage_report(stage))
 
 
-def final(run: Run, *, num_threads: int, approved_by: str = "") -> dict[str, Any]:
+def final(
+    run: Run, *, num_threads: int, approval: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Train the production model on the latest window and write it with its model card.
 
     The window is the full stage's training length ending at the last labelled bar. Rounds and
@@ -372,7 +375,10 @@ def final(run: Run, *, num_threads: int, approved_by: str = "") -> dict[str, Any
             for stage in summaries
             if run.store.exists(layout.stage_report(stage))
         },
-        "approvedBy": approved_by,
+        # Who let this model be trained, how and when (stagegate_trainer.approval).
+        "approvedBy": (approval or {}).get("by", ""),
+        "approvedAt": (approval or {}).get("at", ""),
+        "approval": dict(approval or {}),
         "package": {"stagegate": __version__, "python": platform.python_version()},
     }
     run.store.write_bytes(
