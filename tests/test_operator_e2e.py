@@ -60,6 +60,8 @@ def test_sequential_manual_approval(cluster: Cluster) -> None:
     assert status["approval"]["decision"] == "approved"
     assert status["approval"]["by"] == "alice" and status["approval"]["via"] == "annotation"
     assert (status["approvedBy"], status["approvedAt"]) == ("alice", status["approval"]["at"])
+    wide = cluster.kube.kubectl("get", "tj", "btc", "-o", "wide").stdout.splitlines()
+    assert "APPROVED BY" in wide[0] and " alice " in wide[1], wide
     assert status["progress"] == "4/4"
     assert [c["type"] for c in status["conditions"] if c["status"] == "True"].count("Complete")
     keys = run_keys(cluster, done)

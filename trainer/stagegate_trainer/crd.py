@@ -54,6 +54,7 @@ _PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "AUC", "type": "string", "jsonPath": ".status.summary.rocAuc"},
     {"name": "EXP R", "type": "string", "jsonPath": ".status.summary.expectedR"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Approved By", "type": "string", "jsonPath": ".status.approvedBy", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]
 
