@@ -295,7 +295,14 @@ def test_ctrl_c_cancels_cleanly_and_a_rerun_resumes(
     assert mtimes(run_dir(runs)), "no fold finished"
     workers = psutil.Process(process.pid).children()
     os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
-    out, err = process.communicate(timeout=60)
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGUSR1)  # its stacks to stderr (faulthandler), then end it
+        time.sleep(1)
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"Ctrl-C did not end the run within 60 s:\n{err[-6000:]}") from None
     assert process.returncode == 130, err
     status = json.loads(out)
     assert status["phase"] == "Cancelled"

@@ -6,6 +6,7 @@ naming the problem and a non-zero exit code, never as a bare traceback.
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import json
 import signal
@@ -70,6 +71,9 @@ def main() -> None:
     # In a pod this process is PID 1, which ignores SIGTERM unless it handles it: without this
     # a deleted Job's pod would wait out its whole grace period.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how a run that seems stuck
+    # is diagnosed without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 @main.command()
