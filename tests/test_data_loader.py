@@ -202,7 +202,8 @@ def test_missing_file_and_bad_arguments(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- S3
 
 
-def test_s3_parquet_and_csv(s3_bucket: str, sample: pd.DataFrame, tmp_path: Path) -> None:
+def test_s3_parquet_and_csv(any_s3_bucket: str, sample: pd.DataFrame, tmp_path: Path) -> None:
+    s3_bucket = any_s3_bucket  # moto and SeaweedFS
     store = open_store(f"{s3_bucket}/data")
     store.write_bytes("btc.parquet", parquet_bytes(sample))
     store.write_bytes("btc.csv", sample.to_csv(index=False).encode())
