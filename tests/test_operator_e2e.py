@@ -3,8 +3,10 @@ bundled candles, artifacts in moto S3 over HTTP."""
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -348,6 +350,76 @@ def test_a_pod_no_node_can_hold_is_said_and_ends_the_run(cluster: Cluster) -> No
     assert header[:3] == ["NAME", "SYMBOL", "TIMEFRAME"] and header[-1] == "MESSAGE", header
     assert rows and rows[-1][3] == "Failed", shown
     assert any("cannot be scheduled" in line for line in shown.splitlines()), shown
+
+
+def test_the_example_runs_on_a_shared_volume_claim(cluster: Cluster) -> None:
+    """The real way to share a folder between step pods: a ReadWriteMany PersistentVolumeClaim
+    that the controller manager binds to a PersistentVolume, mounted by every step pod at the
+    file:// URI's path. The example manifest as a user would amend it (its quick stage only,
+    to keep the test short)."""
+    ns = cluster.ns
+    shared = Path(tempfile.mkdtemp(prefix="stagegate-pv-", dir="/var/tmp"))
+    shared.chmod(0o777)
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": f"runs-{ns}"},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": str(shared), "type": "Directory"},
+            "claimRef": {"namespace": ns, "name": "runs-rwx"},
+        },
+    }
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "runs-rwx", "namespace": ns},
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "storageClassName": "",
+            "volumeName": f"runs-{ns}",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    try:
+        for obj in (volume, claim):
+            cluster.kube.kubectl("apply", "-f", "-", input=yaml.safe_dump(obj))
+        cluster.kube.kubectl(
+            "wait",
+            "--for=jsonpath={.status.phase}=Bound",
+            "pvc/runs-rwx",
+            "-n",
+            ns,
+            "--timeout=60s",
+        )
+        example = yaml.safe_load((REPO / "examples" / "btc-usdt-m15.yaml").read_text())
+        example["metadata"]["namespace"] = ns
+        example["spec"]["mode"] = "quick"
+        example["spec"]["artifacts"] = {
+            "uri": "file:///mnt/stagegate/runs",
+            "volumeClaim": "runs-rwx",
+        }
+        cluster.apply(example)
+        status = cluster.wait_phase("btc-usdt-m15", "Succeeded", "Failed", timeout=400)["status"]
+        assert status["phase"] == "Succeeded", status.get("message")
+        uid = cluster.tj("btc-usdt-m15")["metadata"]["uid"]
+        run = shared / ns / "btc-usdt-m15" / uid  # the claim is mounted at the URI path
+        folds = status["stages"]["quick"]["plan"]["foldCount"]
+        assert sorted(p.parent.name for p in run.glob("quick/folds/*/metrics.json")) == [
+            f"{n:02d}" for n in range(1, folds + 1)
+        ]
+        assert (run / "quick" / "summary.json").is_file() and (run / "plan.json").is_file()
+        assert status["artifacts"]["run"] == f"file:///mnt/stagegate/runs/{ns}/btc-usdt-m15/{uid}"
+    finally:
+        cluster.kube.kubectl(
+            "delete", "tj", "btc-usdt-m15", "-n", ns, "--ignore-not-found", "--wait=false"
+        )
+        cluster.kube.kubectl("delete", "pvc", "runs-rwx", "-n", ns, "--wait=false")
+        cluster.kube.kubectl("delete", "pv", f"runs-{ns}", "--wait=false")
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_api_server_and_etcd_restarted_mid_run(

@@ -95,6 +95,7 @@ class Campaign:
     ) -> None:
         self.cluster, self.kube, self.s3, self.proxy = cluster, kube, s3, proxy
         self.bucket, self.namespace, self.operator_namespace = bucket, namespace, operator_namespace
+        self.s3_down_seconds = (5.0, 60.0)  # how long the S3 server stays stopped
         self.reference: dict[str, bytes] = {}
         self.reference_seconds = 0.0
 
@@ -209,7 +210,7 @@ class Campaign:
             return go
 
         def s3_stopped() -> str:
-            down = rng.uniform(5, 60)
+            down = rng.uniform(*self.s3_down_seconds)
             self.s3.stop()
             time.sleep(down)
             self.s3.start()
