@@ -28,7 +28,7 @@ def test_faults_lose_nothing_and_train_no_fold_twice(
         assert len(campaign.reference) == 6, campaign.reference.keys()  # 2 quick + 4 full folds
         outcomes = [reference]
         for number, fault in enumerate(("operator-pod-killed", "s3-stopped", "fold-pod-killed")):
-            at = rng.uniform(2, 0.8 * campaign.reference_seconds)
+            at = faults.moment(fault, rng, campaign.reference_seconds)
             outcomes.append(campaign.run(f"run-{number}", fault, at, rng))
         shown = faults.table(outcomes, campaign.reference_seconds)
         print(shown)

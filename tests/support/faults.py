@@ -72,7 +72,14 @@ class Outcome:
         return sorted(k for k, n in self.trainings.items() if n > 1)
 
     @property
+    def injected(self) -> bool:
+        return self.fault is None or not self.detail.startswith("injection failed")
+
+    @property
     def passed(self) -> bool:
+        """The run kept its promise under a fault that really happened."""
+        if not self.injected:
+            return False
         if self.phase == "Succeeded":
             return bool(self.identical) and not self.trained_twice
         causes = CAUSES.get(self.fault or "", ())
@@ -198,8 +205,9 @@ class Campaign:
 
         def fold_pod_killed() -> str:
             victim = _training_process(f"{name}-", timeout=90)
+            pod = victim.environ().get("HOSTNAME", "?")
             victim.kill()
-            return f"SIGKILL to pid {victim.pid} ({victim.environ().get('HOSTNAME', '?')})"
+            return f"SIGKILL to pid {victim.pid} ({pod})"
 
         def restart(part: str) -> Callable[[], str]:
             def go() -> str:
@@ -287,6 +295,14 @@ def _training_process(prefix: str, timeout: float) -> psutil.Process:
     raise TimeoutError(f"no fold of {prefix}* was training within {timeout:.0f} s")
 
 
+def moment(fault: str, rng: random.Random, reference_seconds: float) -> float:
+    """When to inject: uniform over the first 80 % of a fault-free run; a fold can only be
+    killed while folds train, in the first ~60 % (prepare comes before, summaries and the
+    final model after)."""
+    share = 0.6 if fault == "fold-pod-killed" else 0.8
+    return rng.uniform(1.0, share * reference_seconds)
+
+
 def table(outcomes: list[Outcome], reference_seconds: float) -> str:
     """The campaign as a person reads it: one row per run."""
     rows = [("fault", "at s", "outcome", "extra s", "retries", "trainings", "metrics", "detail")]
@@ -297,7 +313,7 @@ def table(outcomes: list[Outcome], reference_seconds: float) -> str:
                 o.fault or "(none)",
                 f"{o.at:.1f}",
                 o.phase
-                + ("" if o.passed else " FAIL")
+                + ("" if o.passed else " FAIL" if o.injected else " (not injected)")
                 + (f": {o.message[:60]}" if o.phase != "Succeeded" else ""),
                 f"{o.seconds - reference_seconds:+.1f}",
                 str(o.retries),
