@@ -207,6 +207,12 @@ def test_a_crashing_fold_is_retried_then_fails_the_stage(
     assert not (run_dir(runs) / "quick/summary.json").exists()
 
 
+def _interruptible() -> None:
+    # As from a terminal: a test run started in the background (`cmd &` in a script) ignores
+    # SIGINT, children inherit that, and Python keeps an ignored SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(BIN / "stagegate"), *args],
@@ -217,6 +223,7 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
         stdin=subprocess.DEVNULL,
         start_new_session=True,
         env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=_interruptible,
     )
 
 
