@@ -18,13 +18,11 @@ import yaml
 from tests.support import chart
 from tests.support.chart import REPO
 from tests.support.kube import KubeApi, KubeBinaries, private_cluster
-from tests.support.runs import small_spec, stagegate
+from tests.support.runs import OPEN_GATES, small_spec, stagegate
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 NS = chart.WATCHED
-OPEN_GATES = {"minAccuracy": 0, "minRecall": 0, "minRocAuc": 0, "minF1": 0,
-              "mustBeatBaselines": False, "minExpectedReturn": -100, "minTrades": 0}  # fmt: skip
 TJ_PATH = f"/apis/stagegate.io/v1alpha1/namespaces/{NS}/trainingjobs"
 
 

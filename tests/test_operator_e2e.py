@@ -17,18 +17,9 @@ import yaml
 
 from tests.support.kube import KubeBinaries, private_cluster
 from tests.support.operator import REPO, Cluster, kill_training_fold, poll
+from tests.support.runs import OPEN_GATES
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
-
-OPEN_GATES = {
-    "minAccuracy": 0,
-    "minRecall": 0,
-    "minRocAuc": 0,
-    "minF1": 0,
-    "mustBeatBaselines": False,
-    "minExpectedReturn": -100,
-    "minTrades": 0,
-}
 
 
 def reasons(cluster: Cluster, name: str) -> list[str]:

@@ -30,7 +30,7 @@ from tests.cluster.cluster import LocalCluster
 from tests.support import chart
 from tests.support.delayproxy import DelayProxy
 from tests.support.kube import KubeApi, KubeBinaries, private_cluster
-from tests.support.runs import small_spec
+from tests.support.runs import OPEN_GATES, small_spec
 from tests.support.seaweed import SeaweedS3
 
 FAULTS = (
@@ -42,15 +42,6 @@ FAULTS = (
     "node-agent-restarted",
     "s3-delayed",
 )
-OPEN_GATES = {
-    "minAccuracy": 0,
-    "minRecall": 0,
-    "minRocAuc": 0,
-    "minF1": 0,
-    "mustBeatBaselines": False,
-    "minExpectedReturn": -100,
-    "minTrades": 0,
-}
 # What a message must name when a fault ends a run Failed, by fault.
 CAUSES = {"s3-stopped": ("connect", "endpoint", "s3", "S3")}
 
