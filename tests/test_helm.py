@@ -21,7 +21,8 @@ from tests.support.runs import small_spec
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "stagegate"
 ALL_ON = ("--set", "metrics.serviceMonitor.enabled=true",
-          "--set", "alerts.prometheusRule.enabled=true")  # fmt: skip
+          "--set", "alerts.prometheusRule.enabled=true",
+          "--set", "approval.fourEyes=true", "--set", "approval.users={dana}")  # fmt: skip
 NAMESPACED = ("--set", "operator.watchNamespaces={ml,research}")
 
 # The operator's namespaced permissions, exactly (see templates/_helpers.tpl for each reason).
