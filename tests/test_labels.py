@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stagegate_trainer.features import atr
-from stagegate_trainer.labels import barrier_labels, label_horizon_purge
+from stagegate_trainer.labels import barrier_labels
+from stagegate_trainer.spec import TrainingJobSpec
 
 from tests.support import candles
 
@@ -282,8 +283,9 @@ def test_label_depends_on_nothing_after_its_horizon() -> None:
         changed.loc[t + horizon + 1 :, cols] = changed.loc[t + horizon + 1 :, cols] * 3.0
         got = barrier_labels(changed, horizon_bars=horizon, take_profit=1.5, stop_loss=1.0, bar=BAR)
         assert np.array_equal(got[: t + 1], base[: t + 1], equal_nan=True)
-    assert label_horizon_purge(horizon) == horizon + 1
-    assert label_horizon_purge(1) == 2
+    # So the purge that keeps training labels out of a test period is horizon + 1 bars.
+    spec = TrainingJobSpec.model_validate({"symbol": "BTC/USDT", "label": {"horizonBars": horizon}})
+    assert spec.min_purge_bars == horizon + 1 == spec.purge_bars("full")
 
 
 def test_rejects_bad_arguments() -> None:
@@ -305,8 +307,6 @@ def test_rejects_bad_arguments() -> None:
         }
         with pytest.raises(ValueError):
             barrier_labels(frame, **params)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        label_horizon_purge(0)
 
 
 @pytest.fixture(scope="module")

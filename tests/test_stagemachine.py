@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stagegate_trainer.spec import ApprovalSpec, StageName, TrainingJobSpec
 from stagegate_trainer.stagemachine import (
-    TERMINAL,
     Action,
     Decision,
     GateVerdict,
@@ -549,25 +548,6 @@ def test_cancelled(policy: Policy, suspend: bool, index: int) -> None:
     assert decision.phase == "Cancelled"
     assert decision.actions == (StopRunning(),)
     assert "cancelled" in decision.message
-
-
-@pytest.mark.parametrize("previous", sorted(TERMINAL))
-@pytest.mark.parametrize("cancelled", [False, True])
-@pytest.mark.parametrize("index", range(len(_sample_observations())))
-def test_terminal_phase_is_sticky(previous: str, cancelled: bool, index: int) -> None:
-    obs = _sample_observations()[index]
-    sticky = Observation(obs.stages, obs.final, obs.approval, cancelled, previous)  # type: ignore[arg-type]
-    decision = decide(make_spec("sequential", "auto"), sticky)
-    assert decision.phase == previous
-    assert decision.actions == ()
-
-
-@pytest.mark.parametrize("previous", ["Pending", "Quick", "AwaitingApproval", "Full"])
-def test_non_terminal_previous_phase_is_not_sticky(previous: str) -> None:
-    obs = Observation({"quick": planned(3)}, previous_phase=previous)  # type: ignore[arg-type]
-    decision = decide(make_spec("quick"), obs)
-    assert decision.phase == "Quick"
-    assert decision.actions == (StartFold("quick", 1, 1), StartFold("quick", 2, 1))
 
 
 @pytest.mark.parametrize("mode", ["sequential", "quick", "full"])

@@ -68,7 +68,6 @@ class KubeApi:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._session: aiohttp.ClientSession | None = None
-        self.requests = 0  # counted for the scale benchmark
 
     def _ssl(self) -> ssl.SSLContext | bool:
         c = self.connection
@@ -110,7 +109,6 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> Any:
         session = await self.session()
-        self.requests += 1
         headers = {"Content-Type": content_type} if body is not None else {}
         async with session.request(
             method, path, json=body, params=params, headers=headers

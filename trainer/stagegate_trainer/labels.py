@@ -15,18 +15,6 @@ import pandas as pd
 from stagegate_trainer.features import atr, epoch_ns
 
 
-def label_horizon_purge(horizon_bars: int) -> int:
-    """Training rows to drop before a test period so no label sees into it.
-
-    The label of bar t uses bars t+1 … t+H, and its entry is bar t+1's open, so the last
-    training row must end H+1 bars before the first test bar for no training label to touch
-    a test bar's prices.
-    """
-    if horizon_bars < 1:
-        raise ValueError(f"horizon_bars must be >= 1, got {horizon_bars}")
-    return horizon_bars + 1
-
-
 def _complete_horizon(ns: np.ndarray, horizon_bars: int, bar: timedelta) -> np.ndarray:
     """True where bars t+1 … t+H all exist, each exactly one bar after the previous."""
     n = ns.size

@@ -55,7 +55,6 @@ class Observation:
     final: Step = Step()
     approval: ApprovalDecision | None = None
     cancelled: bool = False
-    previous_phase: Phase | None = None
 
     def stage(self, name: str) -> StageObservation:
         return self.stages.get(name, StageObservation())
@@ -195,8 +194,6 @@ def _with(reason: str, error: str | None) -> str:
 
 
 def decide(spec: TrainingJobSpec, obs: Observation) -> Decision:
-    if obs.previous_phase in TERMINAL:
-        return Decision(obs.previous_phase)
     if obs.cancelled:
         return Decision("Cancelled", (StopRunning(),), "cancelled; finished folds are kept")
 

@@ -83,11 +83,6 @@ class WorkerPool:
         return worker
 
     @property
-    def idle(self) -> int:
-        busy = sum(1 for w in self._workers if w.key is not None)
-        return self._size - busy
-
-    @property
     def running(self) -> list[Hashable]:
         return [w.key for w in self._workers if w.key is not None]
 
