@@ -25,12 +25,10 @@ from .reconcile import GROUP_VERSION, Reconciler
 log = logging.getLogger("stagegate.operator")
 
 
-class _State:
-    reconciler: Reconciler | None = None
-    resync: asyncio.Task[None] | None = None
-
-
-STATE = _State()
+def _reconciler(memo: kopf.Memo) -> Reconciler | None:
+    """The operator's one Reconciler, kept in kopf's memo by the startup handler."""
+    found = memo.get("reconciler")
+    return found if isinstance(found, Reconciler) else None
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
@@ -50,7 +48,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         )
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # No kopf handler has a progress to store or a delete step to block: no finalizers.
         settings.persistence.finalizer = "stagegate.io/unused-finalizer"
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -60,47 +58,52 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         settings.watching.server_timeout = config.watch_timeout
         settings.watching.client_timeout = config.watch_timeout + 10
         api = KubeApi(load_connection(config.kubeconfig))
-        STATE.reconciler = Reconciler(
+        reconciler = Reconciler(
             api,
             metrics,
             cache=ObjectCache(),
             trainer_command=config.trainer_command,
             defaults=config.defaults,
         )
-        STATE.resync = asyncio.get_running_loop().create_task(_resync(config, STATE.reconciler))
+        memo["reconciler"] = reconciler
+        memo["resync"] = asyncio.get_running_loop().create_task(_resync(config, reconciler))
 
     @kopf.on.cleanup(registry=registry)
-    async def cleanup(**_: Any) -> None:
-        if STATE.resync is not None:
-            STATE.resync.cancel()
-        if STATE.reconciler is not None:
-            await STATE.reconciler.idle()
-            await STATE.reconciler.api.close()
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        resync = memo.get("resync")
+        if isinstance(resync, asyncio.Task):
+            resync.cancel()
+        reconciler = _reconciler(memo)
+        if reconciler is not None:
+            await reconciler.idle()
+            await reconciler.api.close()
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
     async def trainingjob_event(
-        event: Mapping[str, Any], name: str, namespace: str | None, **_: Any
+        event: Mapping[str, Any], name: str, namespace: str | None, memo: kopf.Memo, **_: Any
     ) -> None:
-        if STATE.reconciler is None or not namespace:
+        reconciler = _reconciler(memo)
+        if reconciler is None or not namespace:
             return
         if event.get("type") == "DELETED":
-            STATE.reconciler.cache.drop_trainingjob(namespace, name)
-        elif not STATE.reconciler.cache.put_trainingjob(dict(event["object"])):
+            reconciler.cache.drop_trainingjob(namespace, name)
+        elif not reconciler.cache.put_trainingjob(dict(event["object"])):
             return  # the echo of our own status patch: nothing new to act on
-        STATE.reconciler.trigger(namespace, name)
+        reconciler.trigger(namespace, name)
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TJ: kopf.PRESENT}, registry=registry)
     async def job_event(
         event: Mapping[str, Any], name: str, labels: Mapping[str, str], namespace: str | None,
-        **_: Any,
+        memo: kopf.Memo, **_: Any,
     ) -> None:  # fmt: skip
-        if STATE.reconciler is None or not namespace:
+        reconciler = _reconciler(memo)
+        if reconciler is None or not namespace:
             return
         if event.get("type") == "DELETED":
-            STATE.reconciler.cache.drop_job(namespace, labels[LABEL_TJ], name)
+            reconciler.cache.drop_job(namespace, labels[LABEL_TJ], name)
         else:
-            STATE.reconciler.cache.put_job(dict(event["object"]))
-        STATE.reconciler.trigger(namespace, labels[LABEL_TJ])
+            reconciler.cache.put_job(dict(event["object"]))
+        reconciler.trigger(namespace, labels[LABEL_TJ])
 
 
 async def _resync(config: OperatorConfig, reconciler: Reconciler) -> None:
