@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from .cluster import ClusterError
 from .spec import KIND, PLURAL, STAGES, SpecError, load_manifest, parse_manifest
 from .stagemachine import TERMINAL
 
@@ -63,7 +64,6 @@ def _fail(message: str) -> None:
 
 def cluster_errors(fn: F) -> F:
     """Expected failures become `error: <one line>` and exit 2; Ctrl-C exits 130 quietly."""
-    from .cluster import ClusterError
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -278,7 +278,7 @@ def _refuse_if_terminal(tj: Mapping[str, Any], verb: str) -> None:
     phase = _phase(tj)
     if phase in TERMINAL:
         name = tj["metadata"]["name"]
-        raise SpecError(f"cannot {verb} {name}: it has already ended ({phase})")
+        raise ClusterError(f"cannot {verb} {name}: it has already ended ({phase})")
 
 
 def _decide(cluster: Cluster, name: str, decision: str, reason: str | None) -> None:
@@ -291,7 +291,7 @@ def _decide(cluster: Cluster, name: str, decision: str, reason: str | None) -> N
     who = cluster.whoami()
     recorded = (tj.get("status") or {}).get("approval") or {}
     if recorded.get("decision") in ("approved", "rejected"):
-        raise SpecError(
+        raise ClusterError(
             f"{name} was already {recorded['decision']} by {recorded.get('by', '?')} "
             f"at {recorded.get('at', '?')}"
         )
@@ -722,8 +722,6 @@ def _print_logs(cluster: Cluster, pods: list[dict[str, Any]], tail: int | None) 
 
 def _follow(cluster: Cluster, name: str, selector: str, tail: int | None, poll: float) -> None:
     """Stream every matching pod, picking up new ones, until the run stops making pods."""
-    from .cluster import ClusterError
-
     lines: queue.Queue[str | None] = queue.Queue()
     followed: set[str] = set()
     live = 0
