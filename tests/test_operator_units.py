@@ -348,3 +348,27 @@ def test_recall_keeps_the_stage_decision_across_an_operator_restart() -> None:
     again = built(recall(first).summaries)
     assert again["stages"]["quick"] == first["stages"]["quick"]
     assert again["summary"]["expectedR"] == "-0.12R (≥-0.30)"
+
+
+def test_a_deleted_trainingjob_leaves_no_series_and_others_stay() -> None:
+    from prometheus_client import generate_latest
+    from stagegate_operator.metrics import OperatorMetrics
+
+    metrics = OperatorMetrics()
+    status = {"phase": "Quick", "stages": {"quick": {"folds": [{"fold": 1}, {"fold": 2}]}}}
+    for namespace, name in (("a", "gone"), ("a", "kept"), ("b", "gone")):
+        metrics.record(namespace, name, spec(), status, 3.0)
+    metrics.forget("a", "gone")
+    text = generate_latest(metrics.registry).decode()
+    series = [line for line in text.splitlines() if 'trainingjob="' in line]
+
+    def of(namespace: str, name: str) -> list[str]:
+        wanted = (f'namespace="{namespace}"', f'trainingjob="{name}"')
+        return [s for s in series if all(w in s for w in wanted)]
+
+    assert not of("a", "gone")
+    for namespace, name in (("a", "kept"), ("b", "gone")):
+        kinds = {s.split("{")[0] for s in of(namespace, name)}
+        assert kinds == {"stagegate_trainingjob_phase", "stagegate_trainingjob_phase_seconds",
+                         "stagegate_stage_progress_ratio"}, kinds  # fmt: skip
+    assert 'stagegate_trainingjobs{phase="Quick"} 2.0' in text

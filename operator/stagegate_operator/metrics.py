@@ -182,9 +182,7 @@ class OperatorMetrics:
             self.gate_passed,
             self.gate_threshold,
         ):
-            for labels in list(gauge._metrics):  # prometheus_client has no label-prefix removal
-                if labels[0] == namespace and labels[1] == name:
-                    gauge.remove(*labels)
+            gauge.remove_by_labels({_TJ[0]: namespace, _TJ[1]: name})
         self._count_phases()
 
     def _count_phases(self) -> None:
