@@ -28,7 +28,8 @@ from .spec import (
 )
 from .store import ArtifactStore, open_store
 
-if TYPE_CHECKING:  # pandas is imported lazily: the operator imports this module's helpers
+if TYPE_CHECKING:  # pandas is imported lazily: every CLI command imports this module's helpers
+    # (with_overrides, RunMismatchError), and those that never touch data must not pay for it
     import pandas as pd
 
     from .data import LoadedData
