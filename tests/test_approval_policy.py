@@ -151,7 +151,13 @@ def test_only_approvers_approve_and_the_record_names_them(
             "get", "validatingadmissionpolicies,validatingadmissionpolicybindings", "-o", "name"
         ).stdout
         assert "sg-stagegate-approval" not in policies, policies
-        kube.kubectl("apply", "-f", "-", user="bob", input=trainingjob("free"))
+        free = trainingjob("free")
+        kube.wait_for(
+            lambda: kube.kubectl("apply", "--dry-run=server", "-f", "-", user="bob", input=free,
+                                 check=False).returncode == 0,
+            timeout=30, message="the policy's removal in force",
+        )  # fmt: skip
+        kube.kubectl("apply", "-f", "-", user="bob", input=free)
         kube.wait_for(lambda: annotate(kube, "bob", "free", "stagegate.io/approval=approved",
                                        "stagegate.io/approved-by=bob").returncode == 0,
                       timeout=30, message="the policy gone")  # fmt: skip
