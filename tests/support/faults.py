@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import yaml
 
 from tests.cluster.cluster import LocalCluster
 from tests.support import chart
 from tests.support.delayproxy import DelayProxy
 from tests.support.kube import KubeApi, KubeBinaries, private_cluster
+from tests.support.operator import training_fold
 from tests.support.runs import OPEN_GATES, small_spec
 from tests.support.seaweed import SeaweedS3
 
@@ -195,7 +195,10 @@ class Campaign:
             return f"deleted {', '.join(running)} (force, no grace)"
 
         def fold_pod_killed() -> str:
-            victim = _training_process(f"{name}-", timeout=90)
+            try:
+                victim = training_fold(f"{name}-", timeout=90)
+            except AssertionError:
+                raise TimeoutError(f"no fold of {name}-* was training within 90 s") from None
             pod = victim.environ().get("HOSTNAME", "?")
             victim.kill()
             return f"SIGKILL to pid {victim.pid} ({pod})"
@@ -265,25 +268,6 @@ class Campaign:
 def _retries(status: dict[str, Any]) -> int:
     reported = status.get("reportedFailures") or {}
     return int(sum(int(n) for n in reported.values()))
-
-
-def _training_process(prefix: str, timeout: float) -> psutil.Process:
-    """A fold trainer process of a pod whose name starts with `prefix`, busy training (the
-    node agent sets HOSTNAME to the pod's name)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for p in psutil.process_iter(["cmdline", "create_time"]):
-            if "--fold" not in (p.info["cmdline"] or []):
-                continue
-            try:
-                if not p.environ().get("HOSTNAME", "").startswith(prefix):
-                    continue
-                if time.time() - p.info["create_time"] > 1 and p.cpu_percent(0.05) > 10:
-                    return p
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        time.sleep(0.05)
-    raise TimeoutError(f"no fold of {prefix}* was training within {timeout:.0f} s")
 
 
 def moment(fault: str, rng: random.Random, reference_seconds: float) -> float:

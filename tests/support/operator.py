@@ -236,10 +236,10 @@ def poll(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.
     raise AssertionError(f"timed out waiting for {predicate}")
 
 
-def kill_training_fold(pod_prefix: str, timeout: float = 120) -> psutil.Process:
-    """SIGKILL the trainer process of a fold pod whose name starts with `pod_prefix`, while it
-    trains. The emulator's kubelet sets HOSTNAME to the pod's name, which tells its process
-    apart from every other test's."""
+def training_fold(pod_prefix: str, timeout: float = 120) -> psutil.Process:
+    """The trainer process of a fold pod whose name starts with `pod_prefix`, while it trains.
+    The node agent sets HOSTNAME to the pod's name, which tells its process apart from every
+    other test's."""
 
     def training() -> psutil.Process | None:
         for p in psutil.process_iter(["cmdline", "create_time"]):
@@ -254,6 +254,12 @@ def kill_training_fold(pod_prefix: str, timeout: float = 120) -> psutil.Process:
                 continue
         return None
 
-    victim: psutil.Process = poll(training, timeout=timeout, interval=0.05)
+    found: psutil.Process = poll(training, timeout=timeout, interval=0.05)
+    return found
+
+
+def kill_training_fold(pod_prefix: str, timeout: float = 120) -> psutil.Process:
+    """SIGKILL a training fold's process (see training_fold)."""
+    victim = training_fold(pod_prefix, timeout)
     victim.kill()
     return victim
