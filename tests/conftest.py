@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.runs",
     "tests.support.operator",
     "tests.support.prometheus",
+    "tests.support.images",
 ]

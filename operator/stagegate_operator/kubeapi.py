@@ -26,6 +26,10 @@ class ApiError(Exception):
         self.message = message
 
 
+class NoCredentials(Exception):
+    """Neither a service account nor a readable kubeconfig: the operator cannot log in."""
+
+
 @dataclass(frozen=True)
 class Connection:
     server: str
@@ -47,10 +51,21 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
             token=(SERVICE_ACCOUNT / "token").read_text().strip(),
             ca_file=str(SERVICE_ACCOUNT / "ca.crt"),
         )
-    from kubernetes import client, config  # only for parsing kubeconfig files
+    try:  # only for parsing kubeconfig files: the operator image leaves it out
+        from kubernetes import client, config
+    except ImportError:
+        raise NoCredentials(
+            "reading a kubeconfig needs the Kubernetes client: pip install 'stagegate[cli]' "
+            "(in a cluster the operator uses its service account instead)"
+        ) from None
 
     configuration = client.Configuration()
-    config.load_kube_config(config_file=path, client_configuration=configuration)
+    try:
+        config.load_kube_config(config_file=path, client_configuration=configuration)
+    except Exception as exc:  # ConfigException, a missing file, malformed YAML
+        where = path or "~/.kube/config"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise NoCredentials(f"cannot read kubeconfig {where}: {reason}") from None
     # kubernetes-client names the key "BearerToken" since v30, "authorization" before.
     keys = configuration.api_key or {}
     token = keys.get("BearerToken") or keys.get("authorization") or ""

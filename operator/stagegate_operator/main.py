@@ -13,6 +13,7 @@ import kopf
 from .config import OperatorConfig
 from .defaults import DefaultsError, TrainerDefaults
 from .handlers import register
+from .kubeapi import NoCredentials, load_connection
 from .metrics import OperatorMetrics
 
 
@@ -73,6 +74,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     if config.kubeconfig:
         os.environ["KUBECONFIG"] = config.kubeconfig  # kopf's own login reads it
+    try:
+        # Checked once here: kopf would retry a failing login handler without end.
+        load_connection(config.kubeconfig)
+    except NoCredentials as exc:
+        print(f"stagegate-operator: {exc}", file=sys.stderr)
+        sys.exit(2)
     metrics = OperatorMetrics()
     if config.metrics_port:
         metrics.serve(config.metrics_port)

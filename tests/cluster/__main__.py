@@ -25,6 +25,12 @@ from pathlib import Path
 
 from .cluster import LocalCluster
 
+RUNTIMES = ("process", "podman")
+RUNTIME_HELP = (
+    "how pods run: as local processes (fast; images ignored) or as podman containers of "
+    "their images (scripts/build-images)"
+)
+
 
 def _machine_memory() -> str:
     pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
@@ -37,7 +43,9 @@ def serve(args: argparse.Namespace) -> int:
         if args.workdir
         else Path(tempfile.mkdtemp(prefix="stagegate-cluster-", dir="/var/tmp"))
     )
-    cluster = LocalCluster(workdir, cpu=args.cpu, memory=args.memory, max_pods=args.pods)
+    cluster = LocalCluster(
+        workdir, cpu=args.cpu, memory=args.memory, max_pods=args.pods, runtime=args.runtime
+    )
     stop = {"now": False}
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -90,6 +98,7 @@ def agent(args: argparse.Namespace) -> int:
             args.pods,
             args.log_port,
             restart_backoff=args.restart_backoff,
+            runtime=args.runtime,
         )
         runner = await serve_logs(node, pki)
         while True:
@@ -128,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--cpu", default=str(os.cpu_count() or 2), help="the node's CPU capacity")
     s.add_argument("--memory", default=_machine_memory(), help="the node's memory capacity")
     s.add_argument("--pods", type=int, default=110, help="the node's pod capacity")
+    s.add_argument("--runtime", choices=RUNTIMES, default="process", help=RUNTIME_HELP)
     s.set_defaults(func=serve)
     a = sub.add_parser("agent", help="run the node agent alone")
     a.add_argument("--server", required=True)
@@ -140,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--memory", required=True)
     a.add_argument("--pods", type=int, default=110)
     a.add_argument("--restart-backoff", type=float, default=1.0)
+    a.add_argument("--runtime", choices=RUNTIMES, default="process", help=RUNTIME_HELP)
     a.set_defaults(func=agent)
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -2,7 +2,8 @@
 
 It registers one Node (capacity from the machine or the command line) so the real scheduler
 binds pods to it, renews the node's Lease, runs each bound pod's containers through
-`shim.py` as local processes (each in its own session and, as root, its own mount namespace),
+`shim.py` as local processes (each in its own session and, as root, its own mount namespace)
+or, with the podman runtime, as containers of their images (`podman.py`),
 reports Pending → Running → Succeeded/Failed with exit codes, reasons and termination messages,
 honours deletion with the grace period (SIGTERM, then SIGKILL) and `restartPolicy`, and serves
 the kubelet's log endpoint so `kubectl logs [-f]` works through the API server. Container state
@@ -25,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from . import podman
 from .client import Api, ApiError
 from .pods import ConfigError, Launch, PodContext
 
@@ -114,6 +116,7 @@ class NodeAgent:
     max_pods: int
     log_port: int
     restart_backoff: float = 1.0
+    runtime: str = "process"
     mount_namespaces: bool = field(default_factory=lambda: os.geteuid() == 0)
     pods: dict[str, PodRun] = field(default_factory=dict)
     # Terminations in flight: asyncio keeps only weak references to tasks.
@@ -187,7 +190,7 @@ class NodeAgent:
                         "bootID": "stagegate",
                         "kernelVersion": os.uname().release,
                         "osImage": "stagegate node agent",
-                        "containerRuntimeVersion": "process://1",
+                        "containerRuntimeVersion": f"{self.runtime}://1",
                         "kubeletVersion": VERSION,
                         "kubeProxyVersion": "",
                         "operatingSystem": "linux",
@@ -241,7 +244,7 @@ class NodeAgent:
             if kind == "DELETED":
                 if run is not None:
                     run.deleting.set()
-                    run.signal(signal.SIGKILL)
+                    await self._kill(run)
                     self.pods.pop(uid, None)
                 continue
             if run is None:
@@ -296,13 +299,14 @@ class NodeAgent:
                 self.api_port,
                 self.ca_file,
                 self.mount_namespaces,
+                self.runtime,
             )
             while not run.deleting.is_set():
                 try:
                     await ctx.prepare_volumes()
                     break
                 except ConfigError as exc:
-                    await self._waiting(run, "CreateContainerConfigError", str(exc))
+                    await self._waiting(run, exc.reason, str(exc))
                 except Exception as exc:
                     if not transient(exc):
                         raise
@@ -341,7 +345,7 @@ class NodeAgent:
                 try:
                     launch = await ctx.launch(c.spec, state)
                 except ConfigError as exc:
-                    await self._waiting(run, "CreateContainerConfigError", str(exc))
+                    await self._waiting(run, exc.reason, str(exc))
                     continue
                 except Exception as exc:
                     if not transient(exc):
@@ -359,7 +363,7 @@ class NodeAgent:
                 "reason": result["reason"],
                 "startedAt": started,
                 "finishedAt": now(),
-                "containerID": f"process://{run.uid}/{c.name}/{c.restarts}",
+                "containerID": f"{self.runtime}://{run.uid}/{c.name}/{c.restarts}",
             }
             if code > 128:
                 terminated["signal"] = code - 128
@@ -452,13 +456,19 @@ class NodeAgent:
                 message = "\n".join(lines[-80:])[-2048:]
         return message
 
+    async def _kill(self, run: PodRun) -> None:
+        run.signal(signal.SIGKILL)
+        if self.runtime == "podman":
+            # conmon keeps the container alive without its client: stop it through podman.
+            await podman.remove([run.state_dir(c) for c in run.containers])
+
     async def _terminate(self, run: PodRun) -> None:
         grace = run.pod["metadata"].get("deletionGracePeriodSeconds") or 0
         run.signal(signal.SIGTERM)
         deadline = asyncio.get_running_loop().time() + grace
         while any(c.shim_pid and _alive(c.shim_pid) for c in run.containers):
             if asyncio.get_running_loop().time() > deadline:
-                run.signal(signal.SIGKILL)
+                await self._kill(run)
             await asyncio.sleep(0.1)
             for c in run.containers:
                 if c.shim is not None:
@@ -514,8 +524,8 @@ class NodeAgent:
                 {
                     "name": c.name,
                     "image": c.spec.get("image", ""),
-                    "imageID": f"process://{c.spec.get('image', '')}",
-                    "containerID": f"process://{run.uid}/{c.name}/{c.restarts}",
+                    "imageID": f"{self.runtime}://{c.spec.get('image', '')}",
+                    "containerID": f"{self.runtime}://{run.uid}/{c.name}/{c.restarts}",
                     "ready": "running" in c.state,
                     "started": "running" in c.state,
                     "restartCount": c.restarts,

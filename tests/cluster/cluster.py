@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import podman
 from .controlplane import REPO, ControlPlane, control_plane_binaries, free_port, token
 
 NODE = "stagegate-node"
@@ -30,8 +31,10 @@ class LocalCluster:
         memory: str,
         max_pods: int = 110,
         bin_dir: Path | None = None,
+        runtime: str = "process",
     ) -> None:
         self.workdir = workdir
+        self.runtime = runtime
         self.cpu, self.memory, self.max_pods = cpu, memory, max_pods
         self.plane = ControlPlane(workdir, bin_dir or control_plane_binaries())
         self.agent: subprocess.Popen[bytes] | None = None
@@ -82,6 +85,8 @@ class LocalCluster:
                 self.memory,
                 "--pods",
                 str(self.max_pods),
+                "--runtime",
+                self.runtime,
             ],
             cwd=REPO,
             stdout=log,
@@ -113,10 +118,15 @@ class LocalCluster:
         self.kill_pods()
 
     def kill_pods(self) -> None:
-        """Every container process the agent started (they outlive the agent by design)."""
-        for pid_file in (self.workdir / "node").glob("pods/*/containers/*/*/shim.pid"):
+        """Every container the agent started (they outlive the agent by design)."""
+        states = list((self.workdir / "node").glob("pods/*/containers/*/*"))
+        for state in states:
             with contextlib.suppress(ValueError, OSError, ProcessLookupError):
-                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+                os.killpg(int((state / "shim.pid").read_text()), signal.SIGKILL)
+        names = podman.names_in(states)
+        if names:
+            subprocess.run(podman.remove_argv(names), env=podman.env(), capture_output=True,
+                           timeout=120, check=False)  # fmt: skip
 
     # --- readiness -----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from . import podman
 from .client import Api, ApiError
 
 Obj = dict[str, Any]
@@ -37,7 +38,12 @@ SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class ConfigError(Exception):
-    """The container cannot be configured yet (the kubelet's CreateContainerConfigError)."""
+    """The container cannot be configured yet (the kubelet's CreateContainerConfigError, or
+    another waiting reason)."""
+
+    def __init__(self, message: str, reason: str = "CreateContainerConfigError") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass
@@ -59,6 +65,7 @@ class PodContext:
     api_port: int
     ca_file: str
     mount_namespaces: bool
+    runtime: str = "process"
     volumes: dict[str, Path] = field(default_factory=dict)
 
     @property
@@ -93,6 +100,8 @@ class PodContext:
                 path = await self._claim_path(volume["persistentVolumeClaim"]["claimName"])
             else:
                 path.mkdir(parents=True, exist_ok=True)
+                if "emptyDir" in volume:
+                    path.chmod(0o777)  # as the kubelet makes it: any user of the pod writes
                 for rel, content in (await self._volume_files(volume)).items():
                     target = path / rel
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +190,8 @@ class PodContext:
     # --- containers ----------------------------------------------------------------------
 
     async def launch(self, container: Obj, state_dir: Path) -> Launch:
-        meta = self.pod["metadata"]
+        if self.runtime == "podman":
+            return await self._podman_launch(container, state_dir)
         bin_dir = os.path.dirname(sys.executable)
         home = self.sandbox / "home"
         home.mkdir(parents=True, exist_ok=True)
@@ -193,21 +203,10 @@ class PodContext:
             {
                 "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin"),
                 "HOME": str(home),
-                "HOSTNAME": meta["name"],
-                "KUBERNETES_SERVICE_HOST": self.api_host,
-                "KUBERNETES_SERVICE_PORT": str(self.api_port),
             }
         )
-        for source in container.get("envFrom") or []:
-            env.update(await self._env_from(source))
-        for var in container.get("env") or []:
-            if "valueFrom" in var:
-                value = await self._value_from(container, var["valueFrom"])
-                if value is None:
-                    continue
-            else:
-                value = expand(var.get("value", ""), env)
-            env[var["name"]] = value.replace(message_path, str(message_file))
+        env.update(await self._container_env(container))
+        env = {k: v.replace(message_path, str(message_file)) for k, v in env.items()}
 
         mounts: list[tuple[str, str, bool]] = []
         for mount in container.get("volumeMounts") or []:
@@ -233,6 +232,66 @@ class PodContext:
         if not argv:
             raise ConfigError("the process runtime runs no images: the container needs a command")
         return Launch(argv, env, container.get("workingDir") or str(home), mounts, message_file)
+
+    async def _container_env(self, container: Obj) -> dict[str, str]:
+        """What the container's own environment holds: the service's address, then envFrom,
+        then env (later wins, `$(VAR)` sees what came before)."""
+        env = {
+            "HOSTNAME": self.pod["metadata"]["name"],
+            "KUBERNETES_SERVICE_HOST": self.api_host,
+            "KUBERNETES_SERVICE_PORT": str(self.api_port),
+        }
+        for source in container.get("envFrom") or []:
+            env.update(await self._env_from(source))
+        for var in container.get("env") or []:
+            if "valueFrom" in var:
+                value = await self._value_from(container, var["valueFrom"])
+                if value is None:
+                    continue
+            else:
+                value = expand(var.get("value", ""), env)
+            env[var["name"]] = value
+        return env
+
+    async def _podman_launch(self, container: Obj, state_dir: Path) -> Launch:
+        """`podman run` of the container's image, with its own environment and mounts."""
+        try:
+            image_user = await podman.image_user(container["image"])
+        except podman.ImageError as exc:
+            raise ConfigError(str(exc), reason="ErrImageNeverPull") from None
+        user, refused = podman.effective_user(self.pod, container, image_user)
+        if refused:
+            raise ConfigError(refused)
+        env = await self._container_env(container)
+        message_file = state_dir / "termination-log"
+        message_file.write_bytes(b"")
+        message_file.chmod(0o666)  # written by the container's user, whoever that is
+        mounts = [
+            (str(message_file), container.get("terminationMessagePath") or "/dev/termination-log",
+             False),
+        ]  # fmt: skip
+        for mount in container.get("volumeMounts") or []:
+            source = self.volumes.get(mount["name"])
+            if source is None:
+                raise ConfigError(f"volume {mount['name']} is not defined")
+            if mount.get("subPath"):
+                source = source / mount["subPath"]
+                source.mkdir(parents=True, exist_ok=True)
+            mounts.append((str(source), mount["mountPath"], bool(mount.get("readOnly"))))
+        c_name = podman.container_name(self.pod, container["name"], int(state_dir.name))
+        (state_dir / podman.NAME_FILE).write_text(c_name)
+        argv = podman.run_argv(
+            self.pod,
+            container,
+            name=c_name,
+            node=self.node_name,
+            user=user,
+            env_names=sorted(env),
+            mounts=mounts,
+            command=[expand(a, env) for a in container.get("command") or []],
+            args=[expand(a, env) for a in container.get("args") or []],
+        )
+        return Launch(argv, {**podman.env(), **env}, str(self.sandbox), [], message_file)
 
     def _kubeconfig(self, sa_dir: Path) -> Path:
         path = self.sandbox / "kubeconfig"

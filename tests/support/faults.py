@@ -150,7 +150,7 @@ class Campaign:
         seconds = time.monotonic() - t0
         if injector is not None:
             injector.join(120)  # a fault still healing (S3 down for a minute) finishes first
-        trainings, metrics = self._fold_metrics(status)
+        trainings, metrics = self.fold_metrics(status)
         outcome = Outcome(
             fault=fault,
             at=round(at, 1),
@@ -167,7 +167,7 @@ class Campaign:
     def run_reference(self, name: str = "reference") -> Outcome:
         outcome = self.run(name)
         assert outcome.phase == "Succeeded", outcome.message
-        _, self.reference = self._fold_metrics(self._status(name))
+        _, self.reference = self.fold_metrics(self._status(name))
         self.reference_seconds = outcome.seconds
         outcome.identical = True
         return outcome
@@ -246,7 +246,7 @@ class Campaign:
         path = f"/apis/stagegate.io/v1alpha1/namespaces/{self.namespace}/trainingjobs/{name}"
         return self.kube.get(path).get("status") or {}  # type: ignore[no-any-return]
 
-    def _fold_metrics(self, status: dict[str, Any]) -> tuple[dict[str, int], dict[str, bytes]]:
+    def fold_metrics(self, status: dict[str, Any]) -> tuple[dict[str, int], dict[str, bytes]]:
         """(versions of each fold's metrics.json, latest bytes by path relative to the run)."""
         run = str((status.get("artifacts") or {}).get("run", ""))
         prefix = run.removeprefix(f"s3://{self.bucket}/").rstrip("/") + "/"
@@ -304,9 +304,16 @@ def table(outcomes: list[Outcome], reference_seconds: float) -> str:
 
 
 @contextlib.contextmanager
-def campaign(work: Path, binaries: KubeBinaries, weed: Path) -> Iterator[Campaign]:
-    """A private cluster with the chart installed, SeaweedFS behind a delay proxy as the S3 of
-    every pod, and a versioned bucket; everything stopped at the end."""
+def campaign(
+    work: Path,
+    binaries: KubeBinaries,
+    weed: Path,
+    runtime: str = "process",
+    chart_values: tuple[str, ...] = (),
+) -> Iterator[Campaign]:
+    """A private cluster (pods run by `runtime`) with the chart installed (`chart_values` on
+    top of the test values), SeaweedFS behind a delay proxy as the S3 of every pod, and a
+    versioned bucket; everything stopped at the end."""
     s3 = SeaweedS3(weed, work / "seaweedfs")
     s3.start()
     proxy = DelayProxy(s3.port)
@@ -316,8 +323,8 @@ def campaign(work: Path, binaries: KubeBinaries, weed: Path) -> Iterator[Campaig
         bucket = "faults"
         client.create_bucket(Bucket=bucket)
         client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        with private_cluster(work, binaries) as (cluster, kube):
-            chart.install(kube, f"s3://{bucket}", proxy.url)
+        with private_cluster(work, binaries, runtime) as (cluster, kube):
+            chart.install(kube, f"s3://{bucket}", proxy.url, *chart_values)
             yield Campaign(cluster, kube, s3, proxy, bucket, chart.WATCHED)
     finally:
         proxy.stop()

@@ -413,10 +413,14 @@ def kube_api_module(
 
 
 @contextlib.contextmanager
-def private_cluster(tmp: Path, binaries: KubeBinaries) -> Iterator[tuple[LocalCluster, KubeApi]]:
+def private_cluster(
+    tmp: Path, binaries: KubeBinaries, runtime: str = "process"
+) -> Iterator[tuple[LocalCluster, KubeApi]]:
     """A cluster of one's own, for tests that restart its parts."""
     workdir = Path(tempfile.mkdtemp(prefix="stagegate-private-", dir="/var/tmp"))
-    cluster = LocalCluster(workdir, cpu=NODE_CPU, memory=NODE_MEMORY, max_pods=NODE_PODS)
+    cluster = LocalCluster(
+        workdir, cpu=NODE_CPU, memory=NODE_MEMORY, max_pods=NODE_PODS, runtime=runtime
+    )
     try:
         cluster.start()
         home = tmp / "kube-home"

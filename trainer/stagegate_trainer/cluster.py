@@ -237,7 +237,12 @@ def connect(
     kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
 ) -> Cluster:
     """Load the kubeconfig into a private Configuration (no global client state)."""
-    from kubernetes import client, config
+    try:
+        from kubernetes import client, config
+    except ImportError:  # the trainer image: step commands only
+        raise ClusterError(
+            "the cluster commands need the Kubernetes client: pip install 'stagegate[cli]'"
+        ) from None
     from kubernetes.config.config_exception import ConfigException
 
     configuration = client.Configuration()
