@@ -52,7 +52,7 @@ from bench_features_labels import best_of  # this folder: scripts run as bench/<
 from stagegate_trainer import fold as fold_module
 from stagegate_trainer import steps
 from stagegate_trainer.dataset import LABEL, build_dataset, timestamps_ns
-from stagegate_trainer.features import FEATURE_NAMES
+from stagegate_trainer.featureset import FEATURE_NAMES
 from stagegate_trainer.spec import ModelSpec, parse_manifest
 
 DEFAULT_DATA = (

@@ -26,10 +26,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from .data import DataError
+    from .lookahead import FeatureError
     from .steps import RunMismatchError
     from .store import StoreError
 
-    return (SpecError, PlanError, DataError, StoreError, RunMismatchError)
+    return (SpecError, PlanError, DataError, FeatureError, StoreError, RunMismatchError)
 
 
 def friendly(fn: F) -> F:

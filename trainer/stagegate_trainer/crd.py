@@ -110,12 +110,24 @@ def _type_schema(annotation: Any) -> dict[str, Any]:
         return {"type": "string"}
     if annotation is datetime:
         return {"type": "string", "format": "date-time"}
+    if get_origin(annotation) in (list, tuple):
+        return {"type": "array", "items": _type_schema(get_args(annotation)[0])}
+    if get_origin(annotation) is dict and get_args(annotation)[1] is Any:
+        # Free-form parameters (a custom feature's): any JSON object, kept as written.
+        return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    if get_origin(annotation) is dict:
+        return {"type": "object", "additionalProperties": _type_schema(get_args(annotation)[1])}
     raise TypeError(f"no CRD schema for {annotation!r}")
 
 
 def _field_schema(field: FieldInfo) -> dict[str, Any]:
     schema = _type_schema(field.annotation)
-    schema.update(_constraints(list(field.metadata)))
+    constraints = _constraints(list(field.metadata))
+    if schema["type"] == "array":  # a length of a list counts items, not characters
+        for length, items in (("minLength", "minItems"), ("maxLength", "maxItems")):
+            if length in constraints:
+                constraints[items] = constraints.pop(length)
+    schema.update(constraints)
     if field.description:
         schema["description"] = field.description
     _, optional = _strip_optional(field.annotation)
@@ -123,7 +135,9 @@ def _field_schema(field: FieldInfo) -> dict[str, Any]:
         schema["nullable"] = True
     if field.default_factory is not None:
         default = field.default_factory()  # type: ignore[call-arg]
-        schema["default"] = default.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if isinstance(default, BaseModel):
+            default = default.model_dump(mode="json", by_alias=True, exclude_none=True)
+        schema["default"] = default
     elif field.default is not None and not field.is_required():
         schema["default"] = field.default
     return schema

@@ -6,34 +6,116 @@ step, the planner included, sees only rows with a real outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import time
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import timeframes
-from .features import FEATURE_NAMES, build_features
-from .labels import barrier_labels
-from .spec import LabelSpec
+from . import customfeatures, lookahead, timeframes
+from .features import build_features
+from .featureset import BASELINE_FEATURES
+from .labels import barrier_labels, horizon_labels
+from .lookahead import FeatureError
+from .spec import FeaturesSpec, LabelSpec, TrainingJobSpec
 from .trading import OUTCOME_R, RISK_FRACTION, trade_outcomes
 
 LABEL = "label"
 TIMESTAMP = "timestamp"
 
 
-def build_dataset(ohlcv: pd.DataFrame, label: LabelSpec, timeframe: str) -> pd.DataFrame:
-    features = build_features(ohlcv, bar=timeframes.bar(timeframe))
-    y = barrier_labels(
-        ohlcv,
-        horizon_bars=label.horizon_bars,
-        take_profit=label.take_profit,
-        stop_loss=label.stop_loss,
-        barriers=label.barriers,
-        atr_bars=label.atr_bars,
-        bar=timeframes.bar(timeframe),
+# The causality check's slice of the data and how far past each cut point it perturbs: enough
+# for the longest built-in window (672 bars) and to catch a look-ahead of up to 512 bars.
+GUARD_WINDOW_BARS, GUARD_AFTER_BARS = 8192, 512
+
+
+def feature_table(ohlcv: pd.DataFrame, features: FeaturesSpec, timeframe: str) -> pd.DataFrame:
+    """The model's columns (chosen built-ins, then custom features), then the baseline's
+    columns that are not among them: the baseline model always sees the same inputs."""
+    builtin = list(features.builtin_names())
+    names = builtin + [n for n in BASELINE_FEATURES if n not in builtin]
+    table = build_features(ohlcv, bar=timeframes.bar(timeframe), names=names)
+    for custom in features.custom:
+        extra = customfeatures.compute(ohlcv, custom)
+        clash = [c for c in extra.columns if c in table.columns]
+        if clash:
+            raise FeatureError(
+                f"custom feature {custom.name}: column {clash[0]} is already a feature; "
+                "rename the entry point"
+            )
+        table = pd.concat([table, extra], axis=1)
+    return table
+
+
+def model_columns(features: FeaturesSpec, columns: Sequence[str]) -> list[str]:
+    """The columns the model trains on, in order, out of a dataset's columns."""
+    names = list(features.builtin_names())
+    for custom in features.custom:
+        names += [c for c in columns if c == custom.name or c.startswith(f"{custom.name}.")]
+    return names
+
+
+def prepare_dataset(
+    ohlcv: pd.DataFrame, spec: TrainingJobSpec
+) -> tuple[pd.DataFrame, lookahead.GuardReport]:
+    """The dataset, after every model feature passed the look-ahead guard and the quality
+    checks (FeatureError otherwise); with the guard's report."""
+    timeframe, guard = spec.canonical_timeframe, spec.features.guard
+    table = feature_table(ohlcv, spec.features, timeframe)
+    started = time.perf_counter()
+    constant = lookahead.check_quality(
+        table[model_columns(spec.features, table.columns)],
+        warmup_bars=guard.warmup_bars,
+        max_nan_fraction=guard.max_nan_fraction,
+        may_be_constant=frozenset(spec.features.builtin_names()),
     )
+    causality = lookahead.check_causality(
+        lambda frame: feature_table(frame, spec.features, timeframe),
+        ohlcv,
+        cuts=guard.cuts,
+        window_bars=GUARD_WINDOW_BARS,
+        after_bars=GUARD_AFTER_BARS,
+        warmup_bars=guard.warmup_bars,
+        seed=spec.model.seed,
+    )
+    report = dataclasses.replace(
+        causality, constant=constant, seconds=time.perf_counter() - started
+    )
+    return build_dataset(ohlcv, spec.label, timeframe, features=table), report
+
+
+def build_dataset(
+    ohlcv: pd.DataFrame,
+    label: LabelSpec,
+    timeframe: str,
+    *,
+    features: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Features (default: today's built-in set), label and trade outcome of every bar whose
+    label can be known."""
+    if features is None:
+        features = build_features(ohlcv, bar=timeframes.bar(timeframe))
+    if label.kind == "horizon":
+        y = horizon_labels(
+            ohlcv,
+            horizon_bars=label.horizon_bars,
+            dead_band=label.dead_band,
+            bar=timeframes.bar(timeframe),
+        )
+    else:
+        y = barrier_labels(
+            ohlcv,
+            horizon_bars=label.horizon_bars,
+            take_profit=label.take_profit,
+            stop_loss=label.stop_loss,
+            barriers=label.barriers,
+            atr_bars=label.atr_bars,
+            bar=timeframes.bar(timeframe),
+        )
     outcome, risk_fraction = trade_outcomes(
         ohlcv,
         horizon_bars=label.horizon_bars,
@@ -43,14 +125,16 @@ def build_dataset(ohlcv: pd.DataFrame, label: LabelSpec, timeframe: str) -> pd.D
         atr_bars=label.atr_bars,
         bar_ns=timeframes.bar_ns(timeframe),
     )
-    table = features.loc[:, list(FEATURE_NAMES)].copy()
+    table = features.copy()
     table.insert(0, TIMESTAMP, ohlcv[TIMESTAMP].to_numpy())
     table[LABEL] = y
     # What each row's trade earned (trading.py): read by the trading metrics and the
     # expectedReturn threshold, never by the model.
     table[OUTCOME_R] = outcome
     table[RISK_FRACTION] = risk_fraction
-    known = ~np.isnan(y)
+    # The barrier label is known exactly where its trade is; a horizon label can be known
+    # where the trade is not (ATR still warming up): such rows have nothing to score.
+    known = ~np.isnan(y) & ~np.isnan(outcome)
     out = table.loc[known].reset_index(drop=True)
     out[LABEL] = out[LABEL].astype(np.int8)
     return out

@@ -9,66 +9,18 @@ from numpy's, and the causality tests compare with exact equality.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 from pandas.api.typing import Rolling
 
-RETURN_LAGS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 96)
-VOL_WINDOWS: tuple[int, ...] = (8, 16, 32, 96)
-RANGE_WINDOWS: tuple[int, ...] = (32, 96, 672)
-VOLUME_WINDOWS: tuple[int, ...] = (20, 96)
-EMA_SPANS: tuple[int, ...] = (50, 200)
-# One week of 15-minute bars; beyond it the distance to the last gap no longer matters, and the
-# cap makes the value independent of where the data set happens to start.
-GAP_CAP_BARS = 672
+from .featureset import _FIXED, FEATURE_NAMES, GAP_CAP_BARS, _windowed, group_of
 
 _MINUTES_PER_DAY = 1440
 _NS_PER_MINUTE = 60_000_000_000
 _NS_PER_DAY = _MINUTES_PER_DAY * _NS_PER_MINUTE
-
-FEATURE_NAMES: tuple[str, ...] = (
-    *(f"ret_{k}" for k in RETURN_LAGS),
-    *(f"rv_{w}" for w in VOL_WINDOWS),
-    "rv_ratio_8_96",
-    "ret_1_z96",
-    "atr_14",
-    "hl_range",
-    "hl_range_mean_16",
-    "rsi_14",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-    "bb_pctb_20",
-    "bb_width_20",
-    *(f"volume_z_{w}" for w in VOLUME_WINDOWS),
-    "body",
-    "upper_wick",
-    "lower_wick",
-    *(f"dist_high_{w}" for w in RANGE_WINDOWS),
-    *(f"dist_low_{w}" for w in RANGE_WINDOWS),
-    *(f"ema_dist_{s}" for s in EMA_SPANS),
-    "tod_sin",
-    "tod_cos",
-    "dow_sin",
-    "dow_cos",
-    "prev_gap_bars",
-    "bars_since_gap",
-)
-
-# The "volatility + time-of-day" baseline: it may know how much the market moves and when,
-# never which way. Anything directional (returns, RSI, MACD, distances) stays out.
-BASELINE_FEATURES: tuple[str, ...] = (
-    *(f"rv_{w}" for w in VOL_WINDOWS),
-    "atr_14",
-    "hl_range",
-    "hl_range_mean_16",
-    "tod_sin",
-    "tod_cos",
-    "dow_sin",
-    "dow_cos",
-)
 
 
 def epoch_ns(timestamps: pd.Series) -> np.ndarray:
@@ -168,12 +120,21 @@ def _gap_features(ns: np.ndarray, bar: timedelta | None) -> tuple[np.ndarray, np
     return prev_gap, since
 
 
-def build_features(ohlcv: pd.DataFrame, *, bar: timedelta | None = None) -> pd.DataFrame:
-    """Causal features, one float32 row per input row (same index), columns `FEATURE_NAMES`.
+def build_features(
+    ohlcv: pd.DataFrame, *, bar: timedelta | None = None, names: Sequence[str] = FEATURE_NAMES
+) -> pd.DataFrame:
+    """Causal features, one float32 row per input row (same index), columns `names` in order
+    (default: `FEATURE_NAMES`; see `feature_names` for the others a spec can ask for).
 
     `bar` is the timeframe's bar length, used only for the gap features; when omitted it is
     taken as the median spacing of the timestamps.
     """
+    wanted = set(names)
+    fixed = {n for columns in _FIXED.values() for n in columns}
+    unknown = sorted(n for n in wanted if n not in fixed and _windowed(n) is None)
+    if unknown:
+        raise ValueError(f"unknown built-in features: {', '.join(unknown)}")
+    groups = {group_of(n) for n in wanted}
     open_, high, low, close = _prices(ohlcv)
     volume = ohlcv["volume"].to_numpy(dtype=np.float64)
     ns = epoch_ns(ohlcv["timestamp"])
@@ -181,64 +142,74 @@ def build_features(ohlcv: pd.DataFrame, *, bar: timedelta | None = None) -> pd.D
     ret1 = np.diff(log_close, prepend=np.nan)
     cols: dict[str, np.ndarray] = {}
 
-    for k in RETURN_LAGS:
-        cols[f"ret_{k}"] = log_close - _lag(log_close, k)
-    for w in VOL_WINDOWS:
-        cols[f"rv_{w}"] = _rolling(ret1, w).std(ddof=0).to_numpy(dtype=np.float64)
-    cols["rv_ratio_8_96"] = _ratio(cols["rv_8"], cols["rv_96"], 1.0)
-    cols["ret_1_z96"] = _ratio(ret1, cols["rv_96"], 0.0)
+    def rv(w: int) -> np.ndarray:
+        key = f"rv_{w}"
+        if key not in cols:
+            cols[key] = _rolling(ret1, w).std(ddof=0).to_numpy(dtype=np.float64)
+        return cols[key]
 
-    cols["atr_14"] = atr(ohlcv, 14) / close
-    hl = np.log(high / low)
-    cols["hl_range"] = hl
-    cols["hl_range_mean_16"] = _rolling(hl, 16).mean().to_numpy(dtype=np.float64)
-    cols["rsi_14"] = _rsi(close, 14)
+    for name in wanted:
+        parsed = _windowed(name)
+        if parsed is None:
+            continue
+        prefix, w = parsed
+        if prefix == "ret_":
+            cols[name] = log_close - _lag(log_close, w)
+        elif prefix == "rv_":
+            rv(w)
+        elif prefix == "volume_z_":
+            log_vol = np.log1p(np.maximum(volume, 0.0))
+            roll = _rolling(log_vol, w)
+            mean = roll.mean().to_numpy(dtype=np.float64)
+            std = roll.std(ddof=0).to_numpy(dtype=np.float64)
+            cols[name] = _ratio(log_vol - mean, std, 0.0)
+        elif prefix == "dist_high_":
+            cols[name] = log_close - np.log(_rolling(high, w).max().to_numpy(np.float64))
+        elif prefix == "dist_low_":
+            cols[name] = log_close - np.log(_rolling(low, w).min().to_numpy(np.float64))
+        elif prefix == "ema_dist_":
+            cols[name] = log_close - np.log(_ema(close, w))
 
-    macd = _ema(close, 12) - _ema(close, 26)
-    signal = pd.Series(macd).ewm(span=9, adjust=False, min_periods=9).mean().to_numpy(np.float64)
-    cols["macd"] = macd / close
-    cols["macd_signal"] = signal / close
-    cols["macd_hist"] = (macd - signal) / close
-
-    mid = _rolling(close, 20).mean().to_numpy(dtype=np.float64)
-    sd = _rolling(close, 20).std(ddof=0).to_numpy(dtype=np.float64)
-    # %B = (close − lower) / (upper − lower) with bands mid ± 2 sd.
-    cols["bb_pctb_20"] = _ratio(close - (mid - 2.0 * sd), 4.0 * sd, 0.5)
-    cols["bb_width_20"] = 4.0 * sd / mid
-
-    log_vol = np.log1p(np.maximum(volume, 0.0))
-    for w in VOLUME_WINDOWS:
-        roll = _rolling(log_vol, w)
-        mean = roll.mean().to_numpy(dtype=np.float64)
-        std = roll.std(ddof=0).to_numpy(dtype=np.float64)
-        cols[f"volume_z_{w}"] = _ratio(log_vol - mean, std, 0.0)
-
-    span = high - low
-    cols["body"] = _ratio(close - open_, span, 0.0)
-    cols["upper_wick"] = _ratio(high - np.maximum(open_, close), span, 0.0)
-    cols["lower_wick"] = _ratio(np.minimum(open_, close) - low, span, 0.0)
-
-    for w in RANGE_WINDOWS:
-        cols[f"dist_high_{w}"] = log_close - np.log(_rolling(high, w).max().to_numpy(np.float64))
-    for w in RANGE_WINDOWS:
-        cols[f"dist_low_{w}"] = log_close - np.log(_rolling(low, w).min().to_numpy(np.float64))
-    for s in EMA_SPANS:
-        cols[f"ema_dist_{s}"] = log_close - np.log(_ema(close, s))
-
-    minute_of_day = (ns // _NS_PER_MINUTE) % _MINUTES_PER_DAY
-    day_angle = 2.0 * np.pi * minute_of_day.astype(np.float64) / _MINUTES_PER_DAY
-    cols["tod_sin"] = np.sin(day_angle)
-    cols["tod_cos"] = np.cos(day_angle)
-    # 1970-01-01 was a Thursday; +3 makes Monday 0, as pandas' dayofweek.
-    day_of_week = (ns // _NS_PER_DAY + 3) % 7
-    week_angle = 2.0 * np.pi * day_of_week.astype(np.float64) / 7.0
-    cols["dow_sin"] = np.sin(week_angle)
-    cols["dow_cos"] = np.cos(week_angle)
-
-    cols["prev_gap_bars"], cols["bars_since_gap"] = _gap_features(ns, bar)
+    if "volatility" in groups:
+        cols["rv_ratio_8_96"] = _ratio(rv(8), rv(96), 1.0)
+        cols["ret_1_z96"] = _ratio(ret1, rv(96), 0.0)
+        cols["atr_14"] = atr(ohlcv, 14) / close
+        hl = np.log(high / low)
+        cols["hl_range"] = hl
+        cols["hl_range_mean_16"] = _rolling(hl, 16).mean().to_numpy(dtype=np.float64)
+    if "momentum" in groups:
+        cols["rsi_14"] = _rsi(close, 14)
+        macd = _ema(close, 12) - _ema(close, 26)
+        signal = pd.Series(macd).ewm(span=9, adjust=False, min_periods=9).mean()
+        signal_values = signal.to_numpy(np.float64)
+        cols["macd"] = macd / close
+        cols["macd_signal"] = signal_values / close
+        cols["macd_hist"] = (macd - signal_values) / close
+        mid = _rolling(close, 20).mean().to_numpy(dtype=np.float64)
+        sd = _rolling(close, 20).std(ddof=0).to_numpy(dtype=np.float64)
+        # %B = (close − lower) / (upper − lower) with bands mid ± 2 sd.
+        cols["bb_pctb_20"] = _ratio(close - (mid - 2.0 * sd), 4.0 * sd, 0.5)
+        cols["bb_width_20"] = 4.0 * sd / mid
+    if "candle" in groups:
+        span = high - low
+        cols["body"] = _ratio(close - open_, span, 0.0)
+        cols["upper_wick"] = _ratio(high - np.maximum(open_, close), span, 0.0)
+        cols["lower_wick"] = _ratio(np.minimum(open_, close) - low, span, 0.0)
+    if "calendar" in groups:
+        minute_of_day = (ns // _NS_PER_MINUTE) % _MINUTES_PER_DAY
+        day_angle = 2.0 * np.pi * minute_of_day.astype(np.float64) / _MINUTES_PER_DAY
+        cols["tod_sin"] = np.sin(day_angle)
+        cols["tod_cos"] = np.cos(day_angle)
+        # 1970-01-01 was a Thursday; +3 makes Monday 0, as pandas' dayofweek.
+        day_of_week = (ns // _NS_PER_DAY + 3) % 7
+        week_angle = 2.0 * np.pi * day_of_week.astype(np.float64) / 7.0
+        cols["dow_sin"] = np.sin(week_angle)
+        cols["dow_cos"] = np.cos(week_angle)
+    if "gaps" in groups:
+        cols["prev_gap_bars"], cols["bars_since_gap"] = _gap_features(ns, bar)
 
     with np.errstate(over="ignore"):
-        matrix = np.column_stack([cols[name] for name in FEATURE_NAMES]).astype(np.float32)
+        matrix = np.column_stack([cols[name] for name in names]).astype(np.float32)
     # A stray inf (e.g. a zero price) would poison LightGBM's binning; unknown is NaN.
     matrix[~np.isfinite(matrix)] = np.nan
-    return pd.DataFrame(matrix, index=ohlcv.index, columns=list(FEATURE_NAMES))
+    return pd.DataFrame(matrix, index=ohlcv.index, columns=list(names))

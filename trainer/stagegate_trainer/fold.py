@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,7 +19,7 @@ import pandas as pd
 
 from .dataset import LABEL, TIMESTAMP, timestamps_ns
 from .evaluate import classification_metrics
-from .features import BASELINE_FEATURES, FEATURE_NAMES
+from .featureset import BASELINE_FEATURES, FEATURE_NAMES
 from .plan import Fold
 from .spec import ModelSpec
 from .stopping import REFIT_RULE, RoundSearch, refit_rounds
@@ -202,10 +203,11 @@ def run_fold(
     purge_ns: int,
     num_threads: int,
     trading: TradingContext,
+    features: Sequence[str] = FEATURE_NAMES,
 ) -> FoldResult:
     train = dataset.iloc[fold.train_rows[0] : fold.train_rows[1]]
     test = dataset.iloc[fold.test_rows[0] : fold.test_rows[1]]
-    names = list(FEATURE_NAMES)
+    names = list(features)
     ts_train = timestamps_ns(train)
     y_train = train[LABEL].to_numpy(dtype=np.float64)
     y_test = test[LABEL].to_numpy(dtype=np.float64)

@@ -90,3 +90,30 @@ def barrier_labels(
     known &= np.isfinite(tp_price) & np.isfinite(sl_price)
     label[~known] = np.nan
     return label
+
+
+def horizon_labels(
+    ohlcv: pd.DataFrame, *, horizon_bars: int, dead_band: float, bar: timedelta
+) -> np.ndarray:
+    """1.0 when the close H bars after the decision is above the entry (the next bar's open)
+    by more than `dead_band` (a fraction), 0.0 when below it by more; NaN inside the band, and
+    where the horizon runs past the data or a bar inside it is missing or off-grid (the same
+    rows as the barrier label's, so the same purge covers both)."""
+    if horizon_bars < 1:
+        raise ValueError(f"horizon_bars must be >= 1, got {horizon_bars}")
+    if not 0 <= dead_band < 1:
+        raise ValueError(f"dead_band must be in [0, 1), got {dead_band}")
+    n = len(ohlcv)
+    open_ = ohlcv["open"].to_numpy(dtype=np.float64)
+    close = ohlcv["close"].to_numpy(dtype=np.float64)
+    entry = np.full(n, np.nan)
+    entry[:-1] = open_[1:]
+    later = np.full(n, np.nan)
+    if n > horizon_bars:
+        later[: n - horizon_bars] = close[horizon_bars:]
+    change = later / entry - 1.0
+    label = np.full(n, np.nan)
+    label[change > dead_band] = 1.0
+    label[change < -dead_band] = 0.0
+    label[~_complete_horizon(epoch_ns(ohlcv["timestamp"]), horizon_bars, bar)] = np.nan
+    return label

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -37,9 +37,11 @@ class GuardReport:
     cuts: list[int]  # row numbers of the cut points, in the whole data
     window: tuple[int, int]  # rows [start, end) of the data the causality check used
     seconds: float
+    constant: list[str] = field(default_factory=list)  # built-ins constant on this data
 
     def as_dict(self) -> dict[str, object]:
-        return {"cuts": self.cuts, "window": list(self.window), "seconds": round(self.seconds, 3)}
+        return {"cuts": self.cuts, "window": list(self.window), "constant": self.constant,
+                "seconds": round(self.seconds, 3)}  # fmt: skip
 
 
 def _differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -134,12 +136,20 @@ def check_causality(
     return GuardReport([start + t for t in points], (start, end), time.perf_counter() - started)
 
 
-def check_quality(features: pd.DataFrame, *, warmup_bars: int, max_nan_fraction: float) -> None:
-    """Raise FeatureError naming the first feature that is constant, all NaN or mostly NaN
-    after the warm-up rows."""
+def check_quality(
+    features: pd.DataFrame,
+    *,
+    warmup_bars: int,
+    max_nan_fraction: float,
+    may_be_constant: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Raise FeatureError naming the first feature that is all NaN or mostly NaN after the
+    warm-up rows, or constant unless it is in `may_be_constant` (the built-in gap features on
+    data without gaps, say: LightGBM ignores a constant column); return those constant ones."""
     body = features.iloc[warmup_bars:]
+    constant: list[str] = []
     if body.empty:
-        return
+        return constant
     for column in body.columns:
         values = body[column].to_numpy(dtype=np.float64)
         nan = np.isnan(values)
@@ -152,8 +162,11 @@ def check_quality(features: pd.DataFrame, *, warmup_bars: int, max_nan_fraction:
                 "(features.guard.maxNanFraction)"
             )
         known = values[~nan]
-        if known.min() == known.max():
+        if known.min() == known.max() and column in may_be_constant:
+            constant.append(str(column))
+        elif known.min() == known.max():
             raise FeatureError(
                 f"feature {column} is constant ({known[0]:g}) after the warm-up: "
                 "it cannot tell one bar from another"
             )
+    return constant

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from . import timeframes
+from . import featureset, timeframes
 
 API_GROUP = "stagegate.io"
 API_VERSION = "v1alpha1"
@@ -125,15 +125,90 @@ class StagesSpec(_Model):
 
 
 class LabelSpec(_Model):
-    """Long entry at the next bar's open; 1 when take-profit is hit before stop-loss."""
+    """Long entry at the next bar's open; what counts as a win is `kind`."""
 
     barriers: Literal["volatility", "fixed"] = Field(
         "volatility", description="volatility: multiples of ATR; fixed: fractions of the entry."
+    )
+    kind: Literal["barriers", "horizon"] = Field(
+        "barriers",
+        description="barriers: 1 when take-profit comes before stop-loss within horizonBars; "
+        "horizon: the sign of the return from the entry to the close horizonBars later, rows "
+        "inside ±deadBand dropped. Trading metrics simulate the barrier trade either way.",
     )
     take_profit: float = Field(2.0, gt=0)
     stop_loss: float = Field(1.0, gt=0)
     horizon_bars: int = Field(48, gt=0, le=10_000)
     atr_bars: int = Field(14, gt=1, le=1_000)
+    dead_band: float = Field(
+        0.0, ge=0, lt=1, description="horizon labels: returns within ± this fraction are dropped."
+    )
+
+
+class FeatureWindowsSpec(_Model):
+    """Window lengths, in bars, of the groups that have one column per window."""
+
+    returns: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(
+        default_factory=lambda: list(featureset.RETURN_LAGS), min_length=1
+    )
+    volatility: list[Annotated[int, Field(ge=2, le=10_000)]] = Field(
+        default_factory=lambda: list(featureset.VOL_WINDOWS), min_length=1
+    )
+    volume: list[Annotated[int, Field(ge=2, le=10_000)]] = Field(
+        default_factory=lambda: list(featureset.VOLUME_WINDOWS), min_length=1
+    )
+    range: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(
+        default_factory=lambda: list(featureset.RANGE_WINDOWS), min_length=1
+    )
+    trend: list[Annotated[int, Field(ge=2, le=10_000)]] = Field(
+        default_factory=lambda: list(featureset.EMA_SPANS), min_length=1
+    )
+
+
+class CustomFeatureSpec(_Model):
+    """A feature from an installed package: entry point `name` of group `stagegate.features`."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", description="Entry point name.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the feature's function."
+    )
+
+
+class FeatureGuardSpec(_Model):
+    """The look-ahead guard and quality checks `prepare` runs on every feature."""
+
+    cuts: int = Field(3, ge=1, le=50, description="Random cut points of the causality check.")
+    warmup_bars: int = Field(
+        1000, ge=0, le=100_000, description="Leading bars the NaN and constant checks skip."
+    )
+    max_nan_fraction: float = Field(
+        0.05, ge=0, le=1, description="Most NaN a feature may have after the warm-up."
+    )
+
+
+class FeaturesSpec(_Model):
+    """What the model sees: built-in groups, their windows, and custom features."""
+
+    groups: list[Literal[featureset.GROUPS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: list(featureset.GROUPS)
+    )
+    windows: FeatureWindowsSpec = Field(default_factory=FeatureWindowsSpec)
+    custom: list[CustomFeatureSpec] = Field(default_factory=list)
+    guard: FeatureGuardSpec = Field(default_factory=FeatureGuardSpec)
+
+    def builtin_names(self) -> tuple[str, ...]:
+        windows = self.windows.model_dump()
+        return featureset.feature_names(self.groups, windows)
+
+    @model_validator(mode="after")
+    def _something_to_learn_from(self) -> FeaturesSpec:
+        if not self.groups and not self.custom:
+            raise ValueError("choose at least one feature group or custom feature")
+        names = [c.name for c in self.custom]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"custom features named twice: {', '.join(twice)}")
+        return self
 
 
 class ThresholdSpec(_Model):
@@ -329,6 +404,7 @@ class TrainingJobSpec(_Model):
     data: DataSpec = Field(default_factory=DataSpec)
     stages: StagesSpec = Field(default_factory=StagesSpec)
     label: LabelSpec = Field(default_factory=LabelSpec)
+    features: FeaturesSpec = Field(default_factory=FeaturesSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
     costs: CostsSpec = Field(default_factory=CostsSpec)

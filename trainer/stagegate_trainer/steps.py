@@ -119,7 +119,7 @@ def prepare(run: Run) -> dict[str, Any]:
     The snapshot makes a rerun see the same bars even when `data.end` is unset and the source
     has grown since. Returns the plan document.
     """
-    from .dataset import build_dataset, from_parquet_bytes, to_parquet_bytes
+    from .dataset import from_parquet_bytes, model_columns, prepare_dataset, to_parquet_bytes
 
     if run.store.exists(layout.PLAN):
         plan: dict[str, Any] = run.store.read_json(layout.PLAN)
@@ -140,10 +140,12 @@ def prepare(run: Run) -> dict[str, Any]:
         run.store.write_bytes(layout.OHLCV, to_parquet_bytes(ohlcv))
         run.store.write_json(layout.DATA_REPORT, report)
 
+    guard: dict[str, Any] | None = None
     if run.store.exists(layout.DATASET):
         dataset = from_parquet_bytes(run.store.read_bytes(layout.DATASET))
     else:
-        dataset = build_dataset(ohlcv, spec.label, timeframe)
+        dataset, checked = prepare_dataset(ohlcv, spec)
+        guard = checked.as_dict()
         run.store.write_bytes(layout.DATASET, to_parquet_bytes(dataset))
 
     stages = plan_stages(spec, dataset)
@@ -154,8 +156,13 @@ def prepare(run: Run) -> dict[str, Any]:
         "labelledRows": len(dataset),
         "dataHash": report.get("contentHash"),
         "dataSummary": report.get("summary"),
+        "features": model_columns(spec.features, dataset.columns),
         "stages": stages,
     }
+    if guard is not None:
+        # What the look-ahead guard checked and its cost (absent when the dataset was kept
+        # from an interrupted prepare, whose guard had passed).
+        plan["featureGuard"] = guard
     run.store.write_json(layout.PLAN, plan)
     return plan
 
@@ -224,7 +231,7 @@ class FoldOutcome:
 def fold(
     run: Run, stage: StageName, number: int, *, num_threads: int, force: bool = False
 ) -> FoldOutcome:
-    from .dataset import to_parquet_bytes
+    from .dataset import model_columns, to_parquet_bytes
     from .fold import run_fold
     from .trading import context_for
 
@@ -234,9 +241,11 @@ def fold(
         return FoldOutcome(run.store.read_json(key), time.perf_counter() - started, 0.0, True)
     plan = stage_plan(run, stage)
     folds = plan.fold(number)
+    dataset = load_dataset(run)
     result = run_fold(
-        load_dataset(run),
+        dataset,
         folds,
+        features=model_columns(run.spec.features, dataset.columns),
         spec=run.spec.model,
         purge_ns=plan.purge_bars * timeframes.bar_ns(run.spec.canonical_timeframe),
         num_threads=num_threads,
@@ -293,8 +302,7 @@ def final(
     """
     import numpy as np
 
-    from .dataset import LABEL, timestamps_ns
-    from .features import FEATURE_NAMES
+    from .dataset import LABEL, model_columns, timestamps_ns
     from .fold import fit
     from .plan import NS_PER_DAY, iso
     from .trading import OUTCOME_R, RISK_FRACTION, context_for, net_r
@@ -312,7 +320,7 @@ def final(
         start_ns = max(start_ns, int(ts[-1]) + bar_ns - full.min_train_days * NS_PER_DAY)
     first = int(np.searchsorted(ts, start_ns))
     window = dataset.iloc[first:]
-    names = list(FEATURE_NAMES)
+    names = model_columns(spec.features, dataset.columns)
     model = fit(
         window[names].to_numpy(dtype=np.float32),
         window[LABEL].to_numpy(dtype=np.float64),
