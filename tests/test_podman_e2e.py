@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.support import faults
-from tests.support.images import CHART_IMAGES, OPERATOR, TRAINER, base_of
+from tests.support.images import CHART_IMAGES, OPERATOR, TRAINER, TRAINER_EXAMPLES, base_of
 from tests.support.kube import KubeBinaries, private_cluster
 from tests.support.operator import training_fold
 from tests.support.runs import OPEN_GATES, small_spec
@@ -33,9 +33,10 @@ def _fold_pods(kube: Any, ns: str) -> list[dict[str, Any]]:
 def test_core_path_with_every_pod_a_podman_container(
     images: None, kube_binaries: KubeBinaries, tmp_path: Path
 ) -> None:
-    """The chart installs the operator image; the TrainingJob's quick stage loses a fold to
-    SIGKILL, waits for alice's approval, and its full stage loses the operator pod; it ends
-    Succeeded with every fold trained once, from the trainer image, results on SeaweedFS."""
+    """The chart installs the operator image; the TrainingJob (a custom trainer image with a
+    custom feature) loses a quick-stage fold to SIGKILL, waits for alice's approval, and its
+    full stage loses the operator pod; it ends Succeeded with every fold trained once in that
+    image, results on SeaweedFS."""
     with faults.campaign(tmp_path, kube_binaries, weed_binary(), runtime="podman",
                          chart_values=CHART_IMAGES) as c:  # fmt: skip
         kube, ns = c.kube, c.namespace
@@ -52,7 +53,9 @@ def test_core_path_with_every_pod_a_podman_container(
 
         assert b"stagegate_" in kube.wait_for(metrics, timeout=60, message="operator /metrics")
 
+        # A custom trainer image (examples/features/Dockerfile) and one of its features.
         spec = small_spec(approval={"policy": "manual"}, gates=OPEN_GATES, maxRetries=2,
+                          image=TRAINER_EXAMPLES, features={"custom": [{"name": "range_position"}]},
                           resources={"quick": {"requests": {"cpu": "1"}},
                                      "full": {"requests": {"cpu": "1"}}})  # fmt: skip
         tj = {"apiVersion": "stagegate.io/v1alpha1", "kind": "TrainingJob",
@@ -102,14 +105,17 @@ def test_core_path_with_every_pod_a_podman_container(
             "prepare", "fold", "summary", "final"}  # fmt: skip
         for p in steps:
             (cs,) = p["status"]["containerStatuses"]
-            assert cs["image"] == TRAINER and cs["containerID"].startswith("podman://"), cs
+            assert cs["image"] == TRAINER_EXAMPLES, cs
+            assert cs["containerID"].startswith("podman://"), cs
         killed = next(p for p in steps if p["metadata"]["name"] == killed_pod)
         assert killed["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 137
         trainings, _ = c.fold_metrics(status)
         assert len(trainings) == 6 and set(trainings.values()) == {1}, trainings
-        # The final model, trained in the trainer image too, is in the bucket.
+        # The final model, trained in the same image, is in the bucket, and learnt from the
+        # custom feature that passed the look-ahead guard.
         bucket, key = status["artifacts"]["model"].removeprefix("s3://").split("/", 1)
-        assert c.s3.client().head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
+        model = c.s3.client().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        assert "range_position.position" in model
 
 
 def test_the_podman_runtime_enforces_what_the_pod_spec_asks(

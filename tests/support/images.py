@@ -13,6 +13,8 @@ from tests.cluster import podman
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR, TRAINER = "localhost/stagegate-operator:dev", "localhost/stagegate-trainer:dev"
+# The trainer image plus the example custom features (examples/features/Dockerfile).
+TRAINER_EXAMPLES = "localhost/stagegate-trainer-examples:dev"
 # The chart's values that make it run these two images (never pulled).
 CHART_IMAGES = ("--set", "image.repository=localhost/stagegate-operator", "--set", "image.tag=dev",
                 "--set", "image.pullPolicy=Never", "--set", f"trainer.image={TRAINER}")  # fmt: skip
@@ -39,7 +41,8 @@ def images() -> None:
     built = subprocess.run([str(REPO / "scripts" / "build-images")], capture_output=True,
                            text=True, timeout=1800)  # fmt: skip
     assert built.returncode == 0, built.stderr[-3000:]
-    assert built.stdout.split() == ["stagegate-operator:dev", "stagegate-trainer:dev"]
+    names = ["stagegate-operator:dev", "stagegate-trainer:dev", "stagegate-trainer-examples:dev"]
+    assert built.stdout.split() == names
 
 
 def base_of(image: str) -> str:
