@@ -182,6 +182,7 @@ def test_dockerfile_installs_through_the_shared_script(extras: str) -> None:
 
     build, final = doc.stages
     runs = " && ".join(build.all("RUN"))
+    assert f"scripts/image-install deps {extras} {VENV_IN_IMAGE}" in runs
     assert "scripts/image-install wheel /dist" in runs
     assert f"scripts/image-install venv {extras} /dist {VENV_IN_IMAGE}" in runs
     # Every installer call goes through the script, so the test below covers all of them.
