@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from stagegate_trainer.dataset import feature_table, prepare_dataset
+from stagegate_trainer.dataset import context_columns, feature_table, prepare_dataset
 from stagegate_trainer.features import build_features
 from stagegate_trainer.featureset import FEATURE_NAMES, feature_names
 from stagegate_trainer.labels import horizon_labels
@@ -167,3 +167,47 @@ def test_a_leaky_custom_feature_fails_the_run_naming_it(tmp_path: Path, leaky: s
     assert f"error: feature {leaky} looks ahead" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     assert not list((tmp_path / "runs").glob("**/quick/folds/*/metrics.json"))
+
+
+def test_context_bars_enter_only_once_closed() -> None:
+    main = random_ohlcv(300, seed=5, gap_rate=0.0)
+    other = random_ohlcv(300, seed=6, gap_rate=0.0)
+    other = other[other.index != 200].reset_index(drop=True)  # the context misses one bar
+    features = spec().features
+    ctx = context_columns(main, "ETH/USDT", other, features, "M15")
+    own = build_features(other, bar=BAR, names=["ret_1"])["ret_1"].to_numpy()
+    got = ctx["ctx.ETH_USDT.ret_1"].to_numpy()
+    # Same open time, same bar: the context bar that closes with the main bar, never a later one.
+    assert np.array_equal(got[:200], own[:200], equal_nan=True)
+    # Its missing bar: the last closed one stands in (at most CONTEXT_STALE_BARS bars old).
+    assert got[200] == own[199] and np.array_equal(got[201:], own[200:], equal_nan=True)
+    # Context bars after the main data's last bar are never used.
+    cut = context_columns(main.iloc[:150], "ETH/USDT", other, features, "M15")
+    assert np.array_equal(cut["ctx.ETH_USDT.ret_1"].to_numpy(), got[:150], equal_nan=True)
+
+
+def test_context_features_pass_the_guard() -> None:
+    main, other = random_ohlcv(5000, seed=8), random_ohlcv(5200, seed=9)
+    features = spec().features
+    guard(lambda f: feature_table(f, features, "M15", {"ETH/USDT": other}), main)
+    with pytest.raises(SpecError, match="BTC/USDT is the main symbol already"):
+        spec(data={"context": [{"symbol": "BTC/USDT"}]})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_local_run_with_a_context_symbol(tmp_path: Path) -> None:
+    data = REPO / "tests" / "data" / "ohlcv"
+    manifest = write_manifest(
+        tmp_path / "ctx.yaml", "ctx", mode="quick", gates=OPEN_GATES,
+        data={"source": "file", "uri": str(data / "BTC_USDT-15m.parquet"),
+              "start": "2017-09-01T00:00:00Z", "end": "2018-03-31T00:00:00Z",
+              "context": [{"symbol": "ETH/USDT", "uri": str(data / "ETH_USDT-15m.parquet")}]},
+    )  # fmt: skip
+    out = stagegate("run", str(manifest), "--artifacts", str(tmp_path / "runs"),
+                    "--output", "json", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (plan_file,) = (tmp_path / "runs").glob("**/plan.json")
+    plan = json.loads(plan_file.read_text())
+    assert "ctx.ETH_USDT.ret_1" in plan["features"] and "ctx.ETH_USDT.rv_96" in plan["features"]
+    assert list((tmp_path / "runs").glob("**/data/context/ETH_USDT.parquet"))

@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import customfeatures, lookahead, timeframes
+from . import customfeatures, featureset, lookahead, timeframes
 from .features import build_features
 from .featureset import BASELINE_FEATURES
 from .labels import barrier_labels, horizon_labels
@@ -33,12 +33,50 @@ TIMESTAMP = "timestamp"
 GUARD_WINDOW_BARS, GUARD_AFTER_BARS = 8192, 512
 
 
-def feature_table(ohlcv: pd.DataFrame, features: FeaturesSpec, timeframe: str) -> pd.DataFrame:
-    """The model's columns (chosen built-ins, then custom features), then the baseline's
-    columns that are not among them: the baseline model always sees the same inputs."""
+# What a context symbol contributes: its return and volatility groups, with the spec's windows.
+CONTEXT_GROUPS = ("returns", "volatility")
+CONTEXT_PREFIX = "ctx."
+# A context bar older than this many bars (an outage of the context symbol) is not used.
+CONTEXT_STALE_BARS = 4
+
+
+def context_columns(ohlcv: pd.DataFrame, symbol: str, bars: pd.DataFrame,
+                    features: FeaturesSpec, timeframe: str) -> pd.DataFrame:  # fmt: skip
+    """A context symbol's features on the main symbol's rows, causally: main bar t (open time
+    T, decided at its close) sees the latest context bar opened at or before T, which has
+    closed by then (same timeframe). Context bars after the main data's last bar are ignored,
+    so a cut of the main data cuts the context too (what the look-ahead guard relies on)."""
+    bar = timeframes.bar(timeframe)
+    last = ohlcv["timestamp"].iloc[-1] if len(ohlcv) else None
+    bars = bars[bars["timestamp"] <= last].reset_index(drop=True) if last is not None else bars
+    windows = features.windows.model_dump()
+    names = featureset.feature_names(CONTEXT_GROUPS, windows)
+    own = build_features(bars, bar=bar, names=names)
+    own.columns = [f"{CONTEXT_PREFIX}{symbol.replace('/', '_')}.{n}" for n in names]
+    own.insert(0, "timestamp", bars["timestamp"].to_numpy())
+    aligned = pd.merge_asof(
+        ohlcv[["timestamp"]], own, on="timestamp", direction="backward",
+        tolerance=pd.Timedelta(bar * CONTEXT_STALE_BARS),
+    )  # fmt: skip
+    return aligned.drop(columns="timestamp").set_axis(ohlcv.index)
+
+
+def feature_table(
+    ohlcv: pd.DataFrame,
+    features: FeaturesSpec,
+    timeframe: str,
+    context: Mapping[str, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """The model's columns (chosen built-ins, context symbols', then custom features), then
+    the baseline's columns that are not among them: the baseline model always sees the same
+    inputs."""
     builtin = list(features.builtin_names())
     names = builtin + [n for n in BASELINE_FEATURES if n not in builtin]
     table = build_features(ohlcv, bar=timeframes.bar(timeframe), names=names)
+    for symbol, bars in (context or {}).items():
+        table = pd.concat(
+            [table, context_columns(ohlcv, symbol, bars, features, timeframe)], axis=1
+        )
     for custom in features.custom:
         extra = customfeatures.compute(ohlcv, custom)
         clash = [c for c in extra.columns if c in table.columns]
@@ -54,18 +92,22 @@ def feature_table(ohlcv: pd.DataFrame, features: FeaturesSpec, timeframe: str) -
 def model_columns(features: FeaturesSpec, columns: Sequence[str]) -> list[str]:
     """The columns the model trains on, in order, out of a dataset's columns."""
     names = list(features.builtin_names())
+    names += [c for c in columns if c.startswith(CONTEXT_PREFIX)]
     for custom in features.custom:
         names += [c for c in columns if c == custom.name or c.startswith(f"{custom.name}.")]
     return names
 
 
 def prepare_dataset(
-    ohlcv: pd.DataFrame, spec: TrainingJobSpec
+    ohlcv: pd.DataFrame,
+    spec: TrainingJobSpec,
+    context: Mapping[str, pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, lookahead.GuardReport]:
     """The dataset, after every model feature passed the look-ahead guard and the quality
-    checks (FeatureError otherwise); with the guard's report."""
+    checks (FeatureError otherwise); with the guard's report. `context`: the bars of each
+    `spec.data.context` symbol."""
     timeframe, guard = spec.canonical_timeframe, spec.features.guard
-    table = feature_table(ohlcv, spec.features, timeframe)
+    table = feature_table(ohlcv, spec.features, timeframe, context)
     started = time.perf_counter()
     constant = lookahead.check_quality(
         table[model_columns(spec.features, table.columns)],
@@ -74,7 +116,7 @@ def prepare_dataset(
         may_be_constant=frozenset(spec.features.builtin_names()),
     )
     causality = lookahead.check_causality(
-        lambda frame: feature_table(frame, spec.features, timeframe),
+        lambda frame: feature_table(frame, spec.features, timeframe, context),
         ohlcv,
         cuts=guard.cuts,
         window_bars=GUARD_WINDOW_BARS,

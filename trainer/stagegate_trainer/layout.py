@@ -14,6 +14,13 @@ from __future__ import annotations
 RUN_RECORD = "run.json"
 OHLCV = "data/ohlcv.parquet"
 DATA_REPORT = "data/report.json"
+
+
+def context_ohlcv(symbol: str) -> str:
+    """The snapshot of a context symbol's bars (`spec.data.context`)."""
+    return f"data/context/{symbol.replace('/', '_')}.parquet"
+
+
 DATASET = "data/dataset.parquet"
 PLAN = "plan.json"
 FINAL_MODEL = "model/model.txt"

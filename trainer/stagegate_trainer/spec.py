@@ -46,6 +46,23 @@ class _Model(BaseModel):
     )
 
 
+class ContextSpec(_Model):
+    """Another symbol as an input: its return and volatility features join the main symbol's,
+    each bar entering only once it has closed."""
+
+    symbol: str = Field(pattern=r"^[A-Z0-9]+/[A-Z0-9]+$", description="e.g. ETH/USDT")
+    source: Literal["bundled", "ccxt", "s3", "file"] | None = Field(
+        None, description="Default: the main data's source (and exchange)."
+    )
+    uri: str | None = Field(None, description="Parquet or CSV for source s3 or file.")
+
+    @model_validator(mode="after")
+    def _uri_matches_source(self) -> ContextSpec:
+        if self.source in ("s3", "file") and not self.uri:
+            raise ValueError(f"uri is required when source is {self.source!r}")
+        return self
+
+
 class DataSpec(_Model):
     """Where the candles come from."""
 
@@ -57,6 +74,9 @@ class DataSpec(_Model):
     start: datetime | None = Field(None, description="First bar to use (UTC).")
     end: datetime | None = Field(
         None, description="Last bar to use (UTC); default: the last bar when the run starts."
+    )
+    context: list[ContextSpec] = Field(
+        default_factory=list, description="Other symbols whose features the model also sees."
     )
     ohlc_tolerance: float = Field(
         1e-9,
@@ -72,6 +92,10 @@ class DataSpec(_Model):
             raise ValueError(f"uri is required when source is {self.source!r}")
         if self.start and self.end and self.start >= self.end:
             raise ValueError("start must be before end")
+        symbols = [c.symbol for c in self.context]
+        twice = sorted({c for c in symbols if symbols.count(c) > 1})
+        if twice:
+            raise ValueError(f"context symbols named twice: {', '.join(twice)}")
         return self
 
 
@@ -471,6 +495,12 @@ class TrainingJobSpec(_Model):
         if errors:
             # Raised with the field's own location, so the message names spec.stages.X.purgeBars.
             raise ValidationError.from_exception_data(type(self).__name__, errors)
+        return self
+
+    @model_validator(mode="after")
+    def _context_is_another_symbol(self) -> TrainingJobSpec:
+        if any(c.symbol == self.symbol for c in self.data.context):
+            raise ValueError(f"data.context: {self.symbol} is the main symbol already")
         return self
 
     def stages_to_run(self) -> tuple[StageName, ...]:

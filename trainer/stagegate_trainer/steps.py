@@ -144,7 +144,7 @@ def prepare(run: Run) -> dict[str, Any]:
     if run.store.exists(layout.DATASET):
         dataset = from_parquet_bytes(run.store.read_bytes(layout.DATASET))
     else:
-        dataset, checked = prepare_dataset(ohlcv, spec)
+        dataset, checked = prepare_dataset(ohlcv, spec, load_context(run))
         guard = checked.as_dict()
         run.store.write_bytes(layout.DATASET, to_parquet_bytes(dataset))
 
@@ -165,6 +165,34 @@ def prepare(run: Run) -> dict[str, Any]:
         plan["featureGuard"] = guard
     run.store.write_json(layout.PLAN, plan)
     return plan
+
+
+def load_context(run: Run) -> dict[str, pd.DataFrame]:
+    """The bars of every `spec.data.context` symbol over the main data's range, snapshot in the
+    run like the main bars (a rerun sees the same)."""
+    from .data import load_ohlcv
+    from .dataset import from_parquet_bytes, to_parquet_bytes
+
+    spec, out = run.spec, {}
+    for context in spec.data.context:
+        key = layout.context_ohlcv(context.symbol)
+        if run.store.exists(key):
+            out[context.symbol] = from_parquet_bytes(run.store.read_bytes(key))
+            continue
+        loaded = load_ohlcv(
+            source=context.source or spec.data.source,
+            symbol=context.symbol,
+            timeframe=spec.canonical_timeframe,
+            exchange=spec.data.exchange,
+            uri=context.uri,
+            start=spec.data.start,
+            end=spec.data.end,
+            cache=open_store(spec.artifacts.uri),
+            ohlc_tolerance=spec.data.ohlc_tolerance,
+        )
+        run.store.write_bytes(key, to_parquet_bytes(loaded.frame))
+        out[context.symbol] = loaded.frame
+    return out
 
 
 def load_data(spec: TrainingJobSpec, cache: ArtifactStore | None = None) -> LoadedData:
