@@ -75,6 +75,23 @@ def test_look_ahead_is_caught_and_named(name: str, leak: Any) -> None:
         guard(compute, frame)
 
 
+def test_short_data_still_gets_every_cut_and_is_checked() -> None:
+    """Three years of daily bars are fewer than the warm-up plus the bars after a cut: the
+    check shrinks both instead of skipping."""
+    frame = random_ohlcv(1100, seed=12, gap_rate=0.0)
+
+    def leaky(f: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"next": f["close"].shift(-1).to_numpy()}, index=f.index)
+
+    builtin = lambda f: build_features(f, bar=BAR)  # noqa: E731
+    report = check_causality(builtin, frame, cuts=3, window_bars=8192, after_bars=512,
+                             warmup_bars=1000, seed=1)  # fmt: skip
+    assert len(report.cuts) == 3
+    with pytest.raises(FeatureError, match="feature next looks ahead"):
+        check_causality(leaky, frame, cuts=3, window_bars=8192, after_bars=512,
+                        warmup_bars=1000, seed=1)  # fmt: skip
+
+
 def test_quality_checks_name_the_feature() -> None:
     rows = pd.DataFrame({"ok": np.arange(100.0), "flat": np.ones(100), "holes": np.nan})
     with pytest.raises(FeatureError, match="feature flat is constant"):

@@ -109,17 +109,20 @@ def check_causality(
     end = n
     start = max(0, end - window_bars)
     window = ohlcv.iloc[start:end].reset_index(drop=True)
-    low, high = min(warmup_bars, len(window) - 1), len(window) - after_bars - 1
+    # Short data (daily bars, a few years) still gets its cuts: the warm-up and the bars after
+    # each cut shrink to fit rather than the check being skipped.
+    size = len(window)
+    after = min(after_bars, max(1, size // 4))
+    low, high = min(warmup_bars, size // 2), size - after - 1
     rng = np.random.default_rng(seed)
-    points = (
-        sorted(int(t) for t in rng.choice(np.arange(low, high), size=cuts, replace=False))
-        if high - low >= cuts
-        else []
+    candidates = np.arange(low, max(low, high))
+    points = sorted(
+        int(t) for t in rng.choice(candidates, size=min(cuts, candidates.size), replace=False)
     )
     full = compute(window) if points else None
     for t in points:
         assert full is not None
-        horizon = window.iloc[: t + after_bars + 1]
+        horizon = window.iloc[: t + after + 1]
         for how, variant in (
             ("cut after", compute(window.iloc[: t + 1])),
             ("with other bars after", compute(perturb_after(horizon, t, rng))),
