@@ -209,6 +209,8 @@ def test_context_features_pass_the_guard() -> None:
     guard(lambda f: feature_table(f, features, "M15", {"ETH/USDT": other}), main)
     with pytest.raises(SpecError, match="BTC/USDT is the main symbol already"):
         spec(data={"context": [{"symbol": "BTC/USDT"}]})
+    with pytest.raises(SpecError, match="context symbols named twice: ETH/USDT"):
+        spec(data={"context": [{"symbol": "ETH/USDT"}, {"symbol": "ETH/USDT"}]})
 
 
 @pytest.mark.slow

@@ -210,12 +210,7 @@ class PodContext:
 
         mounts: list[tuple[str, str, bool]] = []
         for mount in container.get("volumeMounts") or []:
-            source = self.volumes.get(mount["name"])
-            if source is None:
-                raise ConfigError(f"volume {mount['name']} is not defined")
-            if mount.get("subPath"):
-                source = source / mount["subPath"]
-                source.mkdir(parents=True, exist_ok=True)
+            source = self._mount_source(mount)
             target = mount["mountPath"]
             if self.mount_namespaces:
                 Path(target).mkdir(parents=True, exist_ok=True)
@@ -232,6 +227,16 @@ class PodContext:
         if not argv:
             raise ConfigError("the process runtime runs no images: the container needs a command")
         return Launch(argv, env, container.get("workingDir") or str(home), mounts, message_file)
+
+    def _mount_source(self, mount: Obj) -> Path:
+        """The folder on this machine behind a volumeMount (its subPath made if missing)."""
+        source = self.volumes.get(mount["name"])
+        if source is None:
+            raise ConfigError(f"volume {mount['name']} is not defined")
+        if mount.get("subPath"):
+            source = source / mount["subPath"]
+            source.mkdir(parents=True, exist_ok=True)
+        return source
 
     async def _container_env(self, container: Obj) -> dict[str, str]:
         """What the container's own environment holds: the service's address, then envFrom,
@@ -271,12 +276,7 @@ class PodContext:
              False),
         ]  # fmt: skip
         for mount in container.get("volumeMounts") or []:
-            source = self.volumes.get(mount["name"])
-            if source is None:
-                raise ConfigError(f"volume {mount['name']} is not defined")
-            if mount.get("subPath"):
-                source = source / mount["subPath"]
-                source.mkdir(parents=True, exist_ok=True)
+            source = self._mount_source(mount)
             mounts.append((str(source), mount["mountPath"], bool(mount.get("readOnly"))))
         c_name = podman.container_name(self.pod, container["name"], int(state_dir.name))
         (state_dir / podman.NAME_FILE).write_text(c_name)

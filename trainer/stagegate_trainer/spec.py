@@ -46,6 +46,12 @@ class _Model(BaseModel):
     )
 
 
+def _once_each(what: str, names: list[str]) -> None:
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{what} named twice: {', '.join(twice)}")
+
+
 class ContextSpec(_Model):
     """Another symbol as an input: its return and volatility features join the main symbol's,
     each bar entering only once it has closed."""
@@ -92,10 +98,7 @@ class DataSpec(_Model):
             raise ValueError(f"uri is required when source is {self.source!r}")
         if self.start and self.end and self.start >= self.end:
             raise ValueError("start must be before end")
-        symbols = [c.symbol for c in self.context]
-        twice = sorted({c for c in symbols if symbols.count(c) > 1})
-        if twice:
-            raise ValueError(f"context symbols named twice: {', '.join(twice)}")
+        _once_each("context symbols", [c.symbol for c in self.context])
         return self
 
 
@@ -228,10 +231,7 @@ class FeaturesSpec(_Model):
     def _something_to_learn_from(self) -> FeaturesSpec:
         if not self.groups and not self.custom:
             raise ValueError("choose at least one feature group or custom feature")
-        names = [c.name for c in self.custom]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"custom features named twice: {', '.join(twice)}")
+        _once_each("custom features", [c.name for c in self.custom])
         return self
 
 
