@@ -23,6 +23,7 @@ ALERTS = {
     "StagegateAwaitingApprovalTooLong",
     "StagegateReconcileErrors",
     "StagegateOperatorDown",
+    "StagegateOperatorNoLeader",
 }
 # "<signal> <comparison> <threshold>": the monitoring test evaluates the signal alone.
 THRESHOLD = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.e+]+\s*$")

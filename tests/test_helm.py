@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 from stagegate_operator.main import parse_args
@@ -37,6 +39,7 @@ WORKLOAD_RULES = {
 }
 CRD_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}
 NAMESPACE_RULES = {("", "namespaces"): {"list", "watch"}}
+LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 
 
 def render(helm: Path, *args: str) -> list[dict[str, Any]]:
@@ -68,6 +71,12 @@ def rules_of(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 @pytest.fixture(scope="module")
 def helm(kube_binaries: KubeBinaries) -> Path:
     return kube_binaries.helm
+
+
+@pytest.fixture(autouse=True)
+def in_the_release_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the chart's downward API gives the operator, for parse_args of its arguments."""
+    monkeypatch.setenv("POD_NAMESPACE", "stagegate")
 
 
 @pytest.mark.parametrize("args", [(), NAMESPACED, ALL_ON, (*NAMESPACED, *ALL_ON)])
@@ -111,6 +120,20 @@ def test_rbac_all_namespaces_is_least_privilege(helm: Path) -> None:
     assert not [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "sg-stagegate"]
     args = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and not parse_args(args).namespaces
+    _leader_election_rbac(docs)
+
+
+def _leader_election_rbac(docs: list[dict[str, Any]]) -> None:
+    """The Lease, and only it, in the release namespace only."""
+    role = only(docs, "Role", "sg-stagegate-leader-election")
+    assert role["metadata"]["namespace"] == "stagegate"
+    assert rules_of(role) == LEASE_RULES
+    binding = only(docs, "RoleBinding", "sg-stagegate-leader-election")
+    assert binding["metadata"]["namespace"] == "stagegate"
+    assert binding["roleRef"]["name"] == "sg-stagegate-leader-election"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "sg-stagegate", "namespace": "stagegate"}
+    ]
 
 
 def test_rbac_namespaced_is_least_privilege(helm: Path) -> None:
@@ -133,6 +156,7 @@ def test_rbac_namespaced_is_least_privilege(helm: Path) -> None:
     }
     args = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert parse_args(args).namespaces == ["ml", "research"]
+    _leader_election_rbac(docs)
 
 
 @pytest.mark.parametrize("args", [(), NAMESPACED])
@@ -166,8 +190,12 @@ def test_deployment_is_hardened_and_probed(helm: Path) -> None:
                   "--set", "kueue.queueName=ml-queue")  # fmt: skip
     deploy = only(docs, "Deployment")
     assert deploy["spec"]["replicas"] == 1
-    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    # With leader election the new pod stands by until the old one hands the Lease over.
+    assert deploy["spec"]["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}
+    }  # fmt: skip
     pod = deploy["spec"]["template"]["spec"]
+    assert "affinity" not in pod
     assert pod["serviceAccountName"] == "sg-stagegate"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -187,6 +215,7 @@ def test_deployment_is_hardened_and_probed(helm: Path) -> None:
     config = parse_args(container["args"])
     assert (config.metrics_port, config.health_port) == (8000, 8080)
     assert config.trainer_command == ("stagegate",)
+    assert config.lease == ("stagegate", "sg-stagegate") and config.bind_address == "0.0.0.0"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["STAGEGATE_TRAINER_IMAGE"] == "reg/trainer:9"
     assert env["STAGEGATE_ARTIFACTS_URI"] == "s3://bucket/runs"
@@ -194,6 +223,31 @@ def test_deployment_is_hardened_and_probed(helm: Path) -> None:
     assert env["STAGEGATE_QUEUE_NAME"] == "ml-queue"
     assert env["STAGEGATE_TRAINER_SERVICE_ACCOUNT"] == "stagegate-trainer"
     assert json.loads(env["STAGEGATE_TRAINER_RESOURCES"])["full"]["limits"]["memory"] == "16Gi"
+
+
+def test_two_replicas_elect_a_leader_and_spread_over_nodes(helm: Path) -> None:
+    deploy = only(render(helm, "--set", "operator.replicas=2"), "Deployment")
+    assert deploy["spec"]["replicas"] == 2
+    pod = deploy["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        == deploy["spec"]["selector"]["matchLabels"]
+    )
+    env = {e["name"]: e.get("valueFrom") for e in pod["containers"][0]["env"]}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    # One replica without election: Recreate, never two at once. Two without it: refused.
+    single = only(render(helm, "--set", "operator.leaderElection.enabled=false"), "Deployment")
+    assert single["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-election" not in single["spec"]["template"]["spec"]["containers"][0]["args"]
+    out = subprocess.run(
+        [str(helm), "template", "sg", str(CHART), "--set", "operator.replicas=2",
+         "--set", "operator.leaderElection.enabled=false"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode != 0 and "leaderElection/enabled" in out.stderr, out.stderr
 
 
 def test_metrics_service_monitor_rules_and_dashboard(helm: Path) -> None:
@@ -245,38 +299,73 @@ def _pods(kube: KubeApi, namespace: str) -> list[dict[str, Any]]:
     return kube.get(f"/api/v1/namespaces/{namespace}/pods")["items"]  # type: ignore[no-any-return]
 
 
+def _running(kube: KubeApi, namespace: str) -> list[dict[str, Any]]:
+    return [p for p in _pods(kube, namespace) if p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")]  # fmt: skip
+
+
+def _pod_of(identity: str) -> str:
+    """The pod of a leader identity, `<pod>_<nonce>` (a restarted container is someone new)."""
+    return identity.rsplit("_", 1)[0]
+
+
+def _operator_process(pod: str) -> psutil.Process:
+    """The operator process of one pod (the node agent sets HOSTNAME to the pod's name)."""
+    for p in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            argv = p.info["cmdline"] or []
+            container = not any(a.endswith("shim.py") for a in argv)  # not the node's shim
+            if container and any("stagegate-operator" in a for a in argv) and (
+                p.environ().get("HOSTNAME") == pod
+            ):
+                return p
+    raise AssertionError(f"no operator process for pod {pod}")
+
+
 def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
     kube_binaries: KubeBinaries, tmp_path: Path, s3_bucket: str, moto_server: str
 ) -> None:
-    """`helm install` for real: the operator runs as the chart's Deployment, its pod started
+    """`helm install` for real: the operator runs as the chart's Deployment, its pods started
     by the node agent under the chart's ServiceAccount, so RBAC and the `restricted` Pod
-    Security level are enforced by the API server on it and on every step pod."""
+    Security level are enforced by the API server on them and on every step pod. Two replicas
+    elect a leader; the leader is SIGKILLed mid-run and the standby takes the run over."""
     with private_cluster(tmp_path, kube_binaries) as (_, kube):
-        values, health_port = chart.install(kube, s3_bucket, moto_server)
-        operator_pod = kube.wait_for(
-            lambda: next(
-                (p for p in _pods(kube, "stagegate") if p["status"].get("phase") == "Running"), None
-            ),
-            timeout=60,
-            message="the operator pod running",
-        )
-        assert operator_pod["spec"]["serviceAccountName"] == "sg-stagegate"
-        kube.wait_for(lambda: _healthy(health_port), timeout=60, message="operator /healthz")
+        # Pods share the node's network here: each replica listens on its own pod IP.
+        values, health_port = chart.install(kube, s3_bucket, moto_server,
+                                            "--set", "operator.replicas=2",
+                                            "--set", "operator.bindAddress=$(POD_IP)")  # fmt: skip
+        operators = kube.wait_for(
+            lambda: (lambda r: r if len(r) == 2 else None)(_running(kube, "stagegate")),
+            timeout=60, message="both operator pods running",
+        )  # fmt: skip
+        assert {p["spec"]["serviceAccountName"] for p in operators} == {"sg-stagegate"}
+        assert len({p["status"]["podIP"] for p in operators}) == 2
+        for pod in operators:  # leader and standby alike are healthy
+            kube.wait_for(lambda pod=pod: _healthy(pod["status"]["podIP"], health_port),
+                          timeout=60, message="operator /healthz")  # fmt: skip
+        lease_path = "/apis/coordination.k8s.io/v1/namespaces/stagegate/leases/sg-stagegate"
+        holder = kube.wait_for(lambda: kube.get(lease_path)["spec"].get("holderIdentity"),
+                               timeout=30, message="a leader")  # fmt: skip
+        leader = _pod_of(holder)
+        assert leader in {p["metadata"]["name"] for p in operators}
 
         # RBAC, enforced: exactly what the operator needs where it works, no Secrets.
         sa = "system:serviceaccount:stagegate:sg-stagegate"
         granted = _can_i(kube, sa, "research")
         assert granted == {**WORKLOAD_RULES, **CRD_RULES, **NAMESPACE_RULES}, granted
-        for verb, what, ns in (
-            ("get", "secrets", "research"),
-            ("create", "jobs", "default"),
-            ("delete", "trainingjobs", "research"),
-            ("list", "secrets", "stagegate"),
+        for verb, what, ns, expected in (
+            ("get", "secrets", "research", "no"),
+            ("create", "jobs", "default", "no"),
+            ("delete", "trainingjobs", "research", "no"),
+            ("list", "secrets", "stagegate", "no"),
+            ("update", "leases", "stagegate", "yes"),
+            ("delete", "leases", "stagegate", "no"),
+            ("update", "leases", "research", "no"),
         ):
             answer = kube.kubectl(
                 "auth", "can-i", verb, what, "-n", ns, f"--as={sa}", check=False
             ).stdout.strip()
-            assert answer == "no", (verb, what, ns, answer)
+            assert answer == expected, (verb, what, ns, answer)
 
         # A TrainingJob in the watched namespace runs to the end under `restricted`.
         tj = {
@@ -290,17 +379,22 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
         kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(tj))
         path = "/apis/stagegate.io/v1alpha1/namespaces/research/trainingjobs/helm-quick"
 
-        # The operator pod deleted mid-run: the Deployment brings a new one, which picks the
-        # run up from its status and its Jobs.
+        # The leader's process SIGKILLed mid-run: it cannot hand the Lease back, so the
+        # standby waits out the lease (10 s) and takes over from the run's status and Jobs.
         kube.wait_for(lambda: any(p["metadata"]["labels"].get("stagegate.io/step") == "fold"
                                   for p in _pods(kube, "research")),
                       timeout=120, interval=0.3, message="a fold pod")  # fmt: skip
-        kube.kubectl("delete", "pod", operator_pod["metadata"]["name"], "-n", "stagegate",
-                     "--wait=false")  # fmt: skip
-        kube.wait_for(
-            lambda: [p for p in _pods(kube, "stagegate") if p["status"].get("phase") == "Running"
-                     and p["metadata"]["name"] != operator_pod["metadata"]["name"]],
-            timeout=90, message="the Deployment's new operator pod")  # fmt: skip
+        _operator_process(leader).kill()
+        killed = time.monotonic()
+        successor = kube.wait_for(
+            lambda: (lambda h: h if h and _pod_of(h) != leader else None)(
+                kube.get(lease_path)["spec"].get("holderIdentity")
+            ),
+            timeout=30, interval=0.2, message="the standby taking the Lease over",
+        )  # fmt: skip
+        takeover = time.monotonic() - killed
+        print(f"standby {successor} took over {takeover:.1f} s after the leader was killed")
+        assert takeover <= 15, takeover
 
         def finished() -> dict[str, Any] | None:
             found: dict[str, Any] = kube.get(path)
@@ -315,11 +409,15 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
             if p["metadata"]["labels"].get("stagegate.io/step") == "fold"
         ]
         assert folds and all(p["spec"]["serviceAccountName"] == "stagegate-trainer" for p in folds)
-        # No fold trained twice across the operator's replacement.
+        # No fold trained twice across the change of leader.
         assert len(folds) == done["status"]["stages"]["quick"]["plan"]["foldCount"], [
             p["metadata"]["name"] for p in folds
         ]
         assert all(p["status"]["phase"] == "Succeeded" for p in folds)
+        # The killed container was restarted by its pod and stands by.
+        restarted = next(p for p in _pods(kube, "stagegate") if p["metadata"]["name"] == leader)
+        assert restarted["status"]["containerStatuses"][0]["restartCount"] >= 1
+        assert kube.get(lease_path)["spec"]["holderIdentity"] == successor
 
         # Upgrade: a changed value reaches the running operator through a new pod.
         kube.helm(
@@ -338,12 +436,7 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
         )
 
         def upgraded() -> bool:
-            running = [
-                p
-                for p in _pods(kube, "stagegate")
-                if p["status"].get("phase") == "Running"
-                and not p["metadata"].get("deletionTimestamp")
-            ]
+            running = _running(kube, "stagegate")
             return any(
                 e.get("value") == "registry.local/trainer:2"
                 for p in running
@@ -378,10 +471,10 @@ def test_helm_install_upgrade_uninstall_on_the_real_control_plane(
         )
 
 
-def _healthy(port: int) -> bool:
+def _healthy(host: str, port: int) -> bool:
     with (
         contextlib.suppress(OSError),
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response,
+        urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1) as response,
     ):
         return response.status == 200
     return False

@@ -54,6 +54,9 @@ class ObjectCache:
     def trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._trainingjobs.get((namespace, name))
 
+    def trainingjob_keys(self) -> list[Key]:
+        return list(self._trainingjobs)
+
     def put_trainingjob(self, obj: dict[str, Any]) -> bool:
         """Cache `obj`; False when it holds nothing new (e.g. the echo of our own patch)."""
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])

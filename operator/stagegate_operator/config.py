@@ -13,10 +13,15 @@ class OperatorConfig:
     kubeconfig: str | None = None
     metrics_port: int = 8000
     health_port: int = 8080
+    # Where the metrics and health servers listen (all interfaces by default).
+    bind_address: str = "0.0.0.0"
     resync_seconds: float = 10.0
     watch_timeout: int = 60
     verbose: bool = False
     # The command the step pods run; the trainer image puts `stagegate` on PATH.
     trainer_command: tuple[str, ...] = ("stagegate",)
+    # Leader election: None runs standalone (one replica); else the Lease's namespace and name.
+    lease: tuple[str, str] | None = None
+    identity: str = ""
     # From the environment the Helm chart sets (STAGEGATE_TRAINER_IMAGE, ...).
     defaults: TrainerDefaults = field(default_factory=TrainerDefaults)

@@ -19,6 +19,7 @@ from .cache import ObjectCache
 from .children import LABEL_TJ
 from .config import OperatorConfig
 from .kubeapi import KubeApi, load_connection
+from .leader import LeaderElector
 from .metrics import OperatorMetrics
 from .reconcile import GROUP_VERSION, Reconciler
 
@@ -66,16 +67,31 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             defaults=config.defaults,
         )
         memo["reconciler"] = reconciler
-        memo["resync"] = asyncio.get_running_loop().create_task(_resync(config, reconciler))
+        loop = asyncio.get_running_loop()
+        memo["resync"] = loop.create_task(_resync(config, reconciler))
+        if config.lease is not None:
+            reconciler.activate(False)  # stand by until the Lease is ours
+            namespace, lease = config.lease
+            elector = LeaderElector(
+                api, namespace, lease, config.identity,
+                on_start=lambda: reconciler.activate(True),
+                on_stop=lambda: reconciler.activate(False),
+            )  # fmt: skip
+            memo["elector"] = elector
+            memo["election"] = loop.create_task(elector.run())
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        resync = memo.get("resync")
-        if isinstance(resync, asyncio.Task):
-            resync.cancel()
+        for task in (memo.get("resync"), memo.get("election")):
+            if isinstance(task, asyncio.Task):
+                task.cancel()
         reconciler = _reconciler(memo)
         if reconciler is not None:
             await reconciler.idle()
+            elector = memo.get("elector")
+            if isinstance(elector, LeaderElector):
+                # After the last pass: hand the Lease over only when nothing of ours still acts.
+                await elector.release()
             await reconciler.api.close()
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
@@ -110,6 +126,8 @@ async def _resync(config: OperatorConfig, reconciler: Reconciler) -> None:
     """Reconcile every TrainingJob every `resync_seconds` (approvals, timeouts, restarts)."""
     while True:
         await asyncio.sleep(config.resync_seconds)
+        if not reconciler.active:
+            continue
         try:
             scopes: list[str | None] = list(config.namespaces) or [None]
             for namespace in scopes:

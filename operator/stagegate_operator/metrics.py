@@ -97,6 +97,12 @@ class OperatorMetrics:
             buckets=(60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86_400, 3 * 86_400),
             registry=r,
         )
+        self.leader = Gauge(
+            "stagegate_operator_leader",
+            "1 while this replica acts (it holds the leader Lease, or runs without election).",
+            registry=r,
+        )
+        self.leader.set(1)
         self.reconciles = Counter("stagegate_reconciles", "Reconcile passes.", registry=r)
         self.reconcile_errors = Counter(
             "stagegate_reconcile_errors",

@@ -136,10 +136,22 @@ class Reconciler:
         self.limiter = failing.EventLimiter()
         self.pending = pending.Checks()
         self._dirty: set[tuple[str, str]] = set()
+        # False while another replica holds the leader Lease: the cache stays warm, nothing acts.
+        self.active = True
 
     # ------------------------------------------------------------------ scheduling
+    def activate(self, active: bool) -> None:
+        """Start or stop acting; on start, every TrainingJob in the cache gets a pass."""
+        self.active = active
+        self.metrics.leader.set(1 if active else 0)
+        if active:
+            for namespace, name in self.cache.trainingjob_keys():
+                self.trigger(namespace, name)
+
     def trigger(self, namespace: str, name: str) -> None:
         """Reconcile soon; passes for one TrainingJob never overlap, and bursts coalesce."""
+        if not self.active:
+            return
         key = (namespace, name)
         if key in self._running:
             self._dirty.add(key)
@@ -148,7 +160,7 @@ class Reconciler:
 
     async def _loop(self, key: tuple[str, str]) -> None:
         try:
-            while True:
+            while self.active:
                 self._dirty.discard(key)
                 await self.reconcile_safely(*key)
                 if key not in self._dirty:

@@ -28,7 +28,7 @@ import aiohttp
 
 from . import podman
 from .client import Api, ApiError
-from .pods import ConfigError, Launch, PodContext
+from .pods import ConfigError, Launch, PodContext, pod_ip
 
 Obj = dict[str, Any]
 SHIM = Path(__file__).with_name("shim.py")
@@ -547,8 +547,8 @@ class NodeAgent:
             ],
             "hostIP": "127.0.0.1",
             "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1",
-            "podIPs": [{"ip": "127.0.0.1"}],
+            "podIP": pod_ip(run.pod),
+            "podIPs": [{"ip": pod_ip(run.pod)}],
             "startTime": old.get("startTime") or run.start_time,
             "containerStatuses": statuses(mains),
         }

@@ -12,6 +12,7 @@ service-account token is handed over as a kubeconfig (KUBECONFIG).
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import sys
@@ -377,6 +378,14 @@ def expand(text: str, env: dict[str, str]) -> str:
     return _VAR.sub(lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), m.group(0)), text)
 
 
+def pod_ip(pod: dict[str, Any]) -> str:
+    """A loopback address of the pod's own. Pods share the host's network, but like a real
+    cluster's pods each has an IP: two replicas of one Deployment can listen on the same port
+    when they bind $(POD_IP)."""
+    digest = hashlib.sha256(str(pod["metadata"].get("uid", "")).encode()).digest()
+    return f"127.{1 + digest[0] % 254}.{digest[1]}.{1 + digest[2] % 254}"
+
+
 def field_ref(pod: Obj, path: str, node_name: str) -> str:
     meta, spec = pod["metadata"], pod["spec"]
     m = re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path)
@@ -391,9 +400,9 @@ def field_ref(pod: Obj, path: str, node_name: str) -> str:
         "metadata.uid": meta.get("uid"),
         "spec.nodeName": spec.get("nodeName") or node_name,
         "spec.serviceAccountName": spec.get("serviceAccountName"),
-        "status.podIP": "127.0.0.1",
+        "status.podIP": pod_ip(pod),
         "status.hostIP": "127.0.0.1",
-        "status.podIPs": "127.0.0.1",
+        "status.podIPs": pod_ip(pod),
         "status.hostIPs": "127.0.0.1",
     }
     return str(simple.get(path) or "")
