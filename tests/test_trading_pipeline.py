@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from stagegate_trainer import layout, steps
 from stagegate_trainer.crd import build_crd
-from stagegate_trainer.htmlreport import PNGS, REPORT
+from stagegate_trainer.htmlreport import PNGS, REPORT, split
 from stagegate_trainer.spec import parse_manifest
 from stagegate_trainer.status import expected_r_text
 
@@ -251,3 +251,13 @@ def test_report_renders_in_a_headless_browser(
     image = Image.open(shot)
     assert image.size == (1200, 2400)
     _looks_drawn(shot.read_bytes(), "#1f5fa8")  # the embedded equity curve is on screen
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 4, 6, 8])
+def test_pictures_split_over_workers_each_once_and_evenly(parts: int) -> None:
+    groups = split(parts)
+    drawn = [name for group in groups for name in group]
+    assert sorted(drawn) == sorted(PNGS) and len(groups) == min(parts, len(PNGS))
+    costs = [sum(PNGS[n] for n in group) for group in groups]
+    # Greedy, largest first: no group exceeds the mean by more than the largest picture.
+    assert max(costs) - sum(costs) / len(costs) <= max(PNGS.values()) + 1e-9

