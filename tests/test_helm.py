@@ -315,8 +315,10 @@ def _operator_process(pod: str) -> psutil.Process:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             argv = p.info["cmdline"] or []
             container = not any(a.endswith("shim.py") for a in argv)  # not the node's shim
-            if container and any("stagegate-operator" in a for a in argv) and (
-                p.environ().get("HOSTNAME") == pod
+            if (
+                container
+                and any("stagegate-operator" in a for a in argv)
+                and (p.environ().get("HOSTNAME") == pod)
             ):
                 return p
     raise AssertionError(f"no operator process for pod {pod}")
