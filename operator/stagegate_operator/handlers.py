@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -24,6 +24,17 @@ from .metrics import OperatorMetrics
 from .reconcile import GROUP_VERSION, Reconciler
 
 log = logging.getLogger("stagegate.operator")
+
+
+class NoEssence(kopf.AnnotationsDiffBaseStorage):
+    """kopf deep-copies every object of every event into an "essence" to diff it with the last
+    handled one; only change handlers use that diff, and there are none here (12 % of the
+    operator's CPU at 20 TrainingJobs x 45 folds went to those copies)."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
 
 
 def _reconciler(memo: kopf.Memo) -> Reconciler | None:
@@ -52,6 +63,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         # No kopf handler has a progress to store or a delete step to block: no finalizers.
         settings.persistence.finalizer = "stagegate.io/unused-finalizer"
+        settings.persistence.diffbase_storage = NoEssence(prefix="stagegate.io")
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
             prefix="stagegate.io"
         )
@@ -105,7 +117,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             reconciler.cache.drop_trainingjob(namespace, name)
         elif not reconciler.cache.put_trainingjob(dict(event["object"])):
             return  # the echo of our own status patch: nothing new to act on
-        reconciler.trigger(namespace, name)
+        reconciler.trigger(namespace, name, urgent=True)
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TJ: kopf.PRESENT}, registry=registry)
     async def job_event(

@@ -117,6 +117,8 @@ class OperatorMetrics:
             registry=r,
         )
         self._phases: dict[tuple[str, str], str] = {}
+        # Per TrainingJob: the (stage, fold) and (stage, "summary") already exported.
+        self._exported: dict[tuple[str, str], set[tuple[str, Any]]] = {}
         # Counters start at 0 so that increase() sees their first event.
         for stage in ("quick", "full"):
             for result in ("succeeded", "failed"):
@@ -128,55 +130,61 @@ class OperatorMetrics:
     def record(
         self, namespace: str, name: str, spec: Any, status: Mapping[str, Any], phase_seconds: float
     ) -> None:
-        """Export one TrainingJob's status."""
+        """Export one TrainingJob's status. Called on every pass: what was exported already (a
+        fold's metrics, a stage's summary, the phase) is not set again."""
+        key = (namespace, name)
         labels = (namespace, name, spec.symbol, spec.canonical_timeframe)
         phase = status.get("phase", "Pending")
-        self._phases[(namespace, name)] = phase
-        for p in PHASES:
-            self.phase.labels(*labels, p).set(1 if p == phase else 0)
-        for p in PHASES:  # only the current phase has a duration
-            if p != phase:
-                with contextlib.suppress(KeyError):
-                    self.phase_seconds.remove(*labels, p)
+        if self._phases.get(key) != phase:
+            self._phases[key] = phase
+            for p in PHASES:
+                self.phase.labels(*labels, p).set(1 if p == phase else 0)
+            for p in PHASES:  # only the current phase has a duration
+                if p != phase:
+                    with contextlib.suppress(KeyError):
+                        self.phase_seconds.remove(*labels, p)
+            self._count_phases()
         self.phase_seconds.labels(*labels, phase).set(phase_seconds)
+        exported = self._exported.setdefault(key, set())
         for stage, entry in (status.get("stages") or {}).items():
             folds = entry.get("folds", [])
             done = [f for f in folds if "metrics" in f]
             if folds:
                 self.progress.labels(*labels, stage).set(len(done) / len(folds))
             for fold in done:
+                if (stage, fold["fold"]) in exported:
+                    continue
+                exported.add((stage, fold["fold"]))
                 for metric in METRICS:
                     value = fold["metrics"].get(metric)
                     if value is not None:
                         self.fold_metric.labels(
                             *labels, stage, str(fold["fold"]), snake(metric)
                         ).set(value)
-            if "passed" not in entry:
+            if "passed" not in entry or (stage, "summary") in exported:
                 continue
-            for metric in METRICS:
-                stats = entry["summary"][metric]
-                if stats["mean"] is not None:
-                    self.stage_metric.labels(*labels, stage, snake(metric)).set(stats["mean"])
-                    self.stage_metric_std.labels(*labels, stage, snake(metric)).set(
-                        stats["std"] or 0.0
-                    )
-                for baseline in BASELINES:
-                    mean = entry["baselines"][baseline][metric]["mean"]
-                    if mean is not None:
-                        self.baseline_metric.labels(*labels, stage, baseline, snake(metric)).set(
-                            mean
-                        )
-            for gate in entry["gates"]:
-                self.gate_passed.labels(*labels, stage, gate["gate"]).set(
-                    1 if gate["passed"] else 0
-                )
-                if gate["threshold"] is not None:
-                    self.gate_threshold.labels(*labels, stage, gate["gate"]).set(gate["threshold"])
-        self._count_phases()
+            exported.add((stage, "summary"))
+            self._stage(labels, stage, entry)
+
+    def _stage(self, labels: tuple[str, ...], stage: str, entry: Mapping[str, Any]) -> None:
+        for metric in METRICS:
+            stats = entry["summary"][metric]
+            if stats["mean"] is not None:
+                self.stage_metric.labels(*labels, stage, snake(metric)).set(stats["mean"])
+                self.stage_metric_std.labels(*labels, stage, snake(metric)).set(stats["std"] or 0.0)
+            for baseline in BASELINES:
+                mean = entry["baselines"][baseline][metric]["mean"]
+                if mean is not None:
+                    self.baseline_metric.labels(*labels, stage, baseline, snake(metric)).set(mean)
+        for gate in entry["gates"]:
+            self.gate_passed.labels(*labels, stage, gate["gate"]).set(1 if gate["passed"] else 0)
+            if gate["threshold"] is not None:
+                self.gate_threshold.labels(*labels, stage, gate["gate"]).set(gate["threshold"])
 
     def forget(self, namespace: str, name: str) -> None:
         """A deleted TrainingJob leaves the per-job series."""
         self._phases.pop((namespace, name), None)
+        self._exported.pop((namespace, name), None)
         for gauge in (
             self.phase,
             self.phase_seconds,

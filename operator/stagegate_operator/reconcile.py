@@ -136,6 +136,8 @@ class Reconciler:
         self.limiter = failing.EventLimiter()
         self.pending = pending.Checks()
         self._dirty: set[tuple[str, str]] = set()
+        self._urgent: set[tuple[str, str]] = set()
+        self._specs: dict[tuple[str, str], tuple[int | None, TrainingJobSpec, str]] = {}
         # False while another replica holds the leader Lease: the cache stays warm, nothing acts.
         self.active = True
 
@@ -148,13 +150,17 @@ class Reconciler:
             for namespace, name in self.cache.trainingjob_keys():
                 self.trigger(namespace, name)
 
-    def trigger(self, namespace: str, name: str) -> None:
-        """Reconcile soon; passes for one TrainingJob never overlap, and bursts coalesce."""
+    def trigger(self, namespace: str, name: str, *, urgent: bool = False) -> None:
+        """Reconcile soon; passes for one TrainingJob never overlap, and bursts of Job events
+        coalesce. `urgent` (a change to the TrainingJob itself, such as an approval: a person
+        waits) skips the pause that lets a burst finish."""
         if not self.active:
             return
         key = (namespace, name)
         if key in self._running:
             self._dirty.add(key)
+            if urgent:
+                self._urgent.add(key)
             return
         self._running[key] = asyncio.get_running_loop().create_task(self._loop(key))
 
@@ -165,11 +171,15 @@ class Reconciler:
                 await self.reconcile_safely(*key)
                 if key not in self._dirty:
                     break
+                if key in self._urgent:
+                    self._urgent.discard(key)
+                    continue
                 # More happened meanwhile (a Job's events come in bursts): let the burst
                 # finish, so one pass sees it all instead of one pass per event.
                 await asyncio.sleep(self.settle_seconds)
         finally:
             self._running.pop(key, None)
+            self._urgent.discard(key)
 
     async def idle(self) -> None:
         while self._running:
@@ -202,6 +212,7 @@ class Reconciler:
                 )
             except ApiError as exc:
                 if exc.status == 404:
+                    self._specs.pop((namespace, name), None)
                     self.metrics.forget(namespace, name)
                     self.limiter.forget(namespace, name)
                     self.pending.forget((namespace, name))
@@ -218,11 +229,11 @@ class Reconciler:
             return
 
         try:
-            spec = TrainingJobSpec.model_validate(body.get("spec") or {})
+            spec, given = self._validated(body)
         except ValidationError as exc:
             await self._fail_invalid(body, format_validation_error(exc, "spec"))
             return
-        spec = self.defaults.apply(await self._effective_spec(body, spec, status))
+        spec = self.defaults.apply(await self._effective_spec(body, spec, given, status))
 
         if not status.get("specFingerprint"):
             # First pass: refuse what cannot work in this cluster before any pod starts.
@@ -246,11 +257,16 @@ class Reconciler:
         key = (namespace, name)
         unready = any(pending.may_be_pending(j, now) for j in jobs_list)
         look = unready and self.pending.due(key, now)
-        if look or any(needs_pods(memory, j) for j in jobs_list):
+        wanted = sorted(j["metadata"]["name"] for j in jobs_list if needs_pods(memory, j))
+        if look:  # every pod: which of them wait for the scheduler
             pods = await self.api.list("v1", namespace, "pods", selector)
             stuck = pending.unschedulable(jobs, pods)
             self.pending.found(key, now, stuck)
         else:
+            if wanted:  # only the finished Jobs' pods: decoding all of them was most of our CPU
+                pods = await self.api.list(
+                    "v1", namespace, "pods", f"{selector},job-name in ({','.join(wanted)})"
+                )
             stuck = self.pending.last(key, jobs) if unready else []
 
         new_results = harvest(memory, jobs_list, pods)
@@ -278,23 +294,36 @@ class Reconciler:
                         await self._act(StopRunning(), body, spec, jobs, approval, memory)
                 break
 
-        new_status = self._status(body, spec, status, memory, decision, observation, jobs,
-                                  approval, now)  # fmt: skip
+        new_status = self._status(body, spec, given, status, memory, decision, observation,
+                                  jobs, approval, now)  # fmt: skip
         waiting_condition = pending.condition(stuck, status.get("conditions"), now_iso(now))
         if waiting_condition is not None:
             new_status["conditions"].append(waiting_condition)
         for pod in pending.newly_stuck(stuck, status.get("conditions")):
             await self.warn(body, "Unschedulable", pod.message())
         await self._publish(body, status, new_status, new_results, jobs, now)
-        self._record(namespace, name, body, new_status, now)
+        self._record(namespace, name, body, new_status, now, spec)
 
     # ------------------------------------------------------------------ pieces
+    def _validated(self, body: Mapping[str, Any]) -> tuple[TrainingJobSpec, str]:
+        """The TrainingJob's spec and its fingerprint, validated once per generation (the API
+        server bumps it on every spec change), not on every pass."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        generation = meta.get("generation")
+        known = self._specs.get(key)
+        if known is not None and generation is not None and known[0] == generation:
+            return known[1], known[2]
+        spec = TrainingJobSpec.model_validate(body.get("spec") or {})
+        self._specs[key] = (generation, spec, spec_fingerprint(spec))
+        return spec, self._specs[key][2]
+
     async def _effective_spec(
-        self, body: dict[str, Any], spec: TrainingJobSpec, status: Mapping[str, Any]
+        self, body: dict[str, Any], spec: TrainingJobSpec, given: str, status: Mapping[str, Any]
     ) -> TrainingJobSpec:
         """The spec the run started with, steered by the fields that may change mid-run."""
         started = status.get("specFingerprint")
-        if not started or started == spec_fingerprint(spec):
+        if not started or started == given:
             return spec
         meta = body["metadata"]
         generation = meta.get("generation")
@@ -437,6 +466,7 @@ class Reconciler:
         self,
         body: dict[str, Any],
         spec: TrainingJobSpec,
+        given: str,
         old: Mapping[str, Any],
         memory: Memory,
         decision: Decision,
@@ -498,9 +528,7 @@ class Reconciler:
         status["runSpec"] = old.get("runSpec") or spec.model_dump(
             mode="json", by_alias=True, exclude_none=True
         )
-        if old.get("specFingerprint") and old["specFingerprint"] != spec_fingerprint(
-            TrainingJobSpec.model_validate(body.get("spec") or {})
-        ):
+        if old.get("specFingerprint") and old["specFingerprint"] != given:
             status["refusedGeneration"] = meta.get("generation")
         if memory.prepared is not None:
             status["prepared"] = memory.prepared
@@ -552,10 +580,12 @@ class Reconciler:
             return
         # Only what changed goes over the wire; a patch with nothing stable in it (but the
         # elapsed time) is sent at most every ELAPSED_REFRESH_SECONDS.
-        updated = await self.api.patch_status(
+        written = await self.api.patch_status(
             GROUP_VERSION, meta["namespace"], PLURAL, meta["name"], merge_diff(old, new)
         )
-        self.cache.put_trainingjob(updated)
+        # The object as stored now: a status write changes the status and the metadata only,
+        # and only this operator writes the status (the chart grants it to no one else).
+        self.cache.put_trainingjob({**body, "metadata": written, "status": new})
         for stage, failures in _new_failures(old, new).items():
             self.metrics.folds.labels(stage, "failed").inc(failures)
         for step, result in results:
@@ -598,12 +628,13 @@ class Reconciler:
 
     def _record(
         self, namespace: str, name: str, body: Mapping[str, Any], status: Mapping[str, Any],
-        now: float,
+        now: float, spec: TrainingJobSpec | None = None,
     ) -> None:  # fmt: skip
-        try:
-            spec = TrainingJobSpec.model_validate(body.get("spec") or {})
-        except ValidationError:
-            return
+        if spec is None:
+            try:
+                spec = TrainingJobSpec.model_validate(body.get("spec") or {})
+            except ValidationError:
+                return
         since = parse_iso(status.get("phaseSince")) or now
         self.metrics.record(namespace, name, spec, status, max(0.0, now - since))
 
