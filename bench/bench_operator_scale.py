@@ -619,8 +619,8 @@ def run(args: argparse.Namespace, procs: Processes, cluster: BenchCluster, work:
     spy_file = work / "operator.pyspy.txt"
     profile = args.profile_operator and Path(args.py_spy).exists()
     under_spy = (
-        [str(Path(args.py_spy).resolve()), "record", "--format", "raw", "--output", str(spy_file), "--rate", "100",
-         "--nonblocking", "--"]
+        [str(Path(args.py_spy).resolve()), "record", "--format", "raw", "--output",
+         str(spy_file), "--rate", "100", "--nonblocking", "--"]
         if profile else []
     )  # fmt: skip
     operator = procs.start(
