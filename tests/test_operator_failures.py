@@ -68,7 +68,7 @@ class FakeApi:
     async def patch_status(self, gv: str, ns: str, plural: str, name: str, patch: Any) -> Any:
         status = self.tj.setdefault("status", {})
         _merge(status, patch)
-        return copy.deepcopy(self.tj)
+        return copy.deepcopy(self.tj["metadata"])  # the real client asks for metadata only
 
     def warnings(self, reason: str | None = None) -> list[str]:
         return [

@@ -43,9 +43,11 @@ def _free(port: int) -> bool:
 
 
 def _port_pair(taken: set[int]) -> int:
-    """A port p with p and p + 10000 free: SeaweedFS puts each service's gRPC at +10000."""
+    """A port p with p and p + 10000 free: SeaweedFS puts each service's gRPC at +10000.
+    Both stay below the ephemeral range (32768 up), where an outgoing connection of another
+    test could take one between this check and weed binding it."""
     for _ in range(1000):
-        port = random.randint(20000, 45000)
+        port = random.randint(10000, 22000)
         if {port, port + 10000} & taken:
             continue
         if _free(port) and _free(port + 10000):
