@@ -289,7 +289,7 @@ def test_trading_metrics_match_the_reference(
         if value is None:
             assert got[name] is None, name
         else:
-            assert got[name] == pytest.approx(value, abs=1e-9), name
+            assert got[name] == pytest.approx(value, rel=1e-12, abs=1e-9), name
 
 
 def test_max_drawdown_counts_from_the_start() -> None:

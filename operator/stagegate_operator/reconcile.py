@@ -137,7 +137,7 @@ class Reconciler:
         self.pending = pending.Checks()
         self._dirty: set[tuple[str, str]] = set()
         self._urgent: set[tuple[str, str]] = set()
-        self._specs: dict[tuple[str, str], tuple[int | None, TrainingJobSpec, str]] = {}
+        self._specs: dict[tuple[str, str], tuple[tuple[Any, Any], TrainingJobSpec, str]] = {}
         # False while another replica holds the leader Lease: the cache stays warm, nothing acts.
         self.active = True
 
@@ -307,15 +307,16 @@ class Reconciler:
     # ------------------------------------------------------------------ pieces
     def _validated(self, body: Mapping[str, Any]) -> tuple[TrainingJobSpec, str]:
         """The TrainingJob's spec and its fingerprint, validated once per generation (the API
-        server bumps it on every spec change), not on every pass."""
+        server bumps it on every spec change), not on every pass. The uid tells a TrainingJob
+        deleted and created again under the same name, whose generation starts over."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
-        generation = meta.get("generation")
+        version = (meta.get("uid"), meta.get("generation"))
         known = self._specs.get(key)
-        if known is not None and generation is not None and known[0] == generation:
+        if known is not None and None not in version and known[0] == version:
             return known[1], known[2]
         spec = TrainingJobSpec.model_validate(body.get("spec") or {})
-        self._specs[key] = (generation, spec, spec_fingerprint(spec))
+        self._specs[key] = (version, spec, spec_fingerprint(spec))
         return spec, self._specs[key][2]
 
     async def _effective_spec(
