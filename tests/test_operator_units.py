@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
-from stagegate_operator import children
+import pytest
+from stagegate_operator import children, main
 from stagegate_operator.defaults import BUILTIN_IMAGE, TrainerDefaults
 from stagegate_operator.observe import Memory, harvest, job_step, observe, recall
 from stagegate_trainer.results import encode
@@ -372,3 +374,18 @@ def test_a_deleted_trainingjob_leaves_no_series_and_others_stay() -> None:
         assert kinds == {"stagegate_trainingjob_phase", "stagegate_trainingjob_phase_seconds",
                          "stagegate_stage_progress_ratio"}, kinds  # fmt: skip
     assert 'stagegate_trainingjobs{phase="Quick"} 2.0' in text
+
+
+def test_leader_election_without_a_lease_namespace_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.setattr(main, "SERVICE_ACCOUNT", Path("/nonexistent"))
+    with pytest.raises(SystemExit) as exited:
+        main.parse_args(["--leader-election"])
+    assert exited.value.code == 2
+    assert "--leader-election needs --lease-namespace" in capsys.readouterr().err
+    config = main.parse_args(["--leader-election", "--lease-namespace", "ops", "--lease", "l"])
+    assert config.lease == ("ops", "l") and config.identity.count("_") >= 1
+    # A restarted container is a new candidate: no two starts share an identity.
+    assert config.identity != main.parse_args([]).identity

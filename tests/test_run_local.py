@@ -281,11 +281,9 @@ def test_ctrl_c_cancels_cleanly_and_a_rerun_resumes(
 ) -> None:
     runs = tmp_path / "runs"
     path = str(manifest_factory(model=SLOW_MODEL))
+    common = ["run", path, "--mode", "full"]
     args = [
-        "run",
-        path,
-        "--mode",
-        "full",
+        *common,
         "--workers",
         "1",
         "--approve",
@@ -320,8 +318,7 @@ def test_ctrl_c_cancels_cleanly_and_a_rerun_resumes(
     assert 1 <= len(kept) < 4
 
     # The rerun may use both cores: one worker above only made the Ctrl-C land mid-stage.
-    resumed = stagegate(*[("2" if a == "1" and args[i - 1] == "--workers" else a)
-                          for i, a in enumerate(args)], cwd=tmp_path)  # fmt: skip
+    resumed = stagegate(*common, "--workers", "2", *args[len(common) + 2 :], cwd=tmp_path)
     assert resumed.returncode == GATES_FAILED, resumed.stderr
     after = mtimes(run_dir(runs))
     assert {k: after[k] for k in kept} == kept and len(after) == 4

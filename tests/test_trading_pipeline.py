@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from stagegate_trainer import layout, steps
+from stagegate_trainer import htmlreport, layout, steps
 from stagegate_trainer.crd import build_crd
 from stagegate_trainer.htmlreport import PNGS, REPORT, split
 from stagegate_trainer.spec import parse_manifest
@@ -261,3 +261,23 @@ def test_pictures_split_over_workers_each_once_and_evenly(parts: int) -> None:
     costs = [sum(PNGS[n] for n in group) for group in groups]
     # Greedy, largest first: no group exceeds the mean by more than the largest picture.
     assert max(costs) - sum(costs) / len(costs) <= max(PNGS.values()) + 1e-9
+
+
+def test_feature_gains_come_from_the_fold_and_older_folds_still_have_them(
+    edge: tuple[steps.Run, dict[str, Any]],
+) -> None:
+    """The report reads each fold's importance.json (no LightGBM in the runner); a fold written
+    before that file existed gets the same gains from its model."""
+    run, _ = edge
+    key = layout.fold_importance("quick", 1)
+    written = run.store.read_json(key)
+    path = run.store.local_path(key)
+    assert path is not None and written and all(v >= 0 for v in written.values())
+    saved = path.read_bytes()
+    path.unlink()
+    try:
+        from_model = htmlreport._gains(run, "quick", 1)
+    finally:
+        path.write_bytes(saved)
+    assert sorted(from_model) == sorted(written)
+    assert from_model == pytest.approx(written, rel=1e-6)
