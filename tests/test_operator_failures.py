@@ -362,3 +362,47 @@ def test_memory_fields_survive_a_status_round_trip() -> None:
     assert merge_diff(status, status) == {}
     again = recall(status)
     assert (again.carried, again.reported) == (memory.carried, memory.reported)
+
+
+class SpecChangedMeanwhile(FakeApi):
+    """A user suspends the run while a pass is writing its status (the server orders the two).
+
+    With `event_first`, the watch event of the user's change reaches the cache before the
+    status write returns; otherwise after it.
+    """
+
+    def __init__(self, tj: dict[str, Any], event_first: bool) -> None:
+        super().__init__(tj)
+        self.event_first = event_first
+        self.reconciler: Reconciler | None = None
+        self.user_change: dict[str, Any] | None = None
+
+    async def patch_status(self, gv: str, ns: str, plural: str, name: str, patch: Any) -> Any:
+        if self.user_change is None:
+            self.tj["spec"]["suspend"] = True
+            self.tj["metadata"].update(generation=2, resourceVersion="11")
+            self.user_change = copy.deepcopy(self.tj)
+            if self.event_first:
+                assert self.reconciler is not None
+                self.reconciler.cache.put_trainingjob(copy.deepcopy(self.user_change))
+        meta = self.tj["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        return await super().patch_status(gv, ns, plural, name, patch)
+
+
+@pytest.mark.parametrize("event_first", [False, True])
+def test_a_spec_changed_while_the_status_is_written_is_not_lost(event_first: bool) -> None:
+    tj = trainingjob()
+    tj["metadata"]["resourceVersion"] = "10"
+    api = SpecChangedMeanwhile(tj, event_first)
+    reconciler = Reconciler(api, OperatorMetrics(), clock=lambda: 1_700_000_000.0)  # type: ignore[arg-type]
+    api.reconciler = reconciler
+    reconciler.cache.put_trainingjob(copy.deepcopy(tj))
+    asyncio.run(reconciler.reconcile("ns", "btc"))
+    assert api.user_change is not None
+    if not event_first:  # the user's change arrives after the pass: it must be taken
+        reconciler.cache.put_trainingjob(copy.deepcopy(api.user_change))
+    cached = reconciler.cache.trainingjob("ns", "btc")
+    assert cached is not None
+    assert cached["spec"].get("suspend") is True
+    assert cached["metadata"]["generation"] == 2

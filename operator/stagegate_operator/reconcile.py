@@ -584,9 +584,7 @@ class Reconciler:
         written = await self.api.patch_status(
             GROUP_VERSION, meta["namespace"], PLURAL, meta["name"], merge_diff(old, new)
         )
-        # The object as stored now: a status write changes the status and the metadata only,
-        # and only this operator writes the status (the chart grants it to no one else).
-        self.cache.put_trainingjob({**body, "metadata": written, "status": new})
+        self._remember_written(body, written, new)
         for stage, failures in _new_failures(old, new).items():
             self.metrics.folds.labels(stage, "failed").inc(failures)
         for step, result in results:
@@ -638,6 +636,22 @@ class Reconciler:
                 return
         since = parse_iso(status.get("phaseSince")) or now
         self.metrics.record(namespace, name, spec, status, max(0.0, now - since))
+
+    def _remember_written(
+        self, body: Mapping[str, Any], written: Mapping[str, Any], status: dict[str, Any]
+    ) -> None:
+        """Cache the object as the status write left it, so the next pass sees its own write.
+
+        A status write changes the status and the metadata only, and only this operator writes
+        the status (the chart grants it to no one else). The spec is another matter: one
+        changed while this pass ran (a new generation) is not in `body`, and caching `body`'s
+        spec under the newer resourceVersion would make the cache drop the watch event that
+        brings it. Then the cache is left for that event to update.
+        """
+        meta = body["metadata"]
+        current = self.cache.trainingjob(meta["namespace"], meta["name"]) or body
+        if current["metadata"].get("generation") == written.get("generation"):
+            self.cache.put_trainingjob({**current, "metadata": dict(written), "status": status})
 
     async def warn(self, body: Mapping[str, Any], reason: str, message: str) -> None:
         """A Warning Event, rate-limited per TrainingJob and reason (see failing.EventLimiter)."""
