@@ -1,6 +1,6 @@
 """What early stopping and the refit give: trees, ROC AUC and top-decile precision per stage.
 
-    PYTHONPATH=trainer .venv/bin/python bench/bench_early_stopping.py \
+    PYTHONPATH=core:trainer .venv/bin/python bench/bench_early_stopping.py \
         [--data PATH] [--start ISO] [--end ISO] [--stage quick|full|both] \
         [--config NAME='{"minRounds": 1, ...}' ...]
 
@@ -36,11 +36,12 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "trainer"))
+sys.path[:0] = [str(ROOT / "core"), str(ROOT / "trainer")]
 
-from stagegate_trainer import layout, steps  # noqa: E402
+from stagegate_core import layout  # noqa: E402
+from stagegate_core.spec import load_manifest  # noqa: E402
+from stagegate_trainer import steps  # noqa: E402
 from stagegate_trainer.dataset import from_parquet_bytes  # noqa: E402
-from stagegate_trainer.spec import load_manifest  # noqa: E402
 
 MANIFEST = ROOT / "examples" / "btc-usdt-m15.yaml"
 BEFORE = {"minRounds": 1, "earlyStoppingRounds": 50, "earlyStoppingMetric": "binary_logloss",

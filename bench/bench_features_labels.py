@@ -1,6 +1,6 @@
 """Time features and labels on real BTC/USDT bars against one bare LightGBM fit.
 
-    PYTHONPATH=trainer .venv/bin/python bench/bench_features_labels.py [--data PATH] [--bars N]
+    PYTHONPATH=core:trainer .venv/bin/python bench/bench_features_labels.py [--data PATH] [--bars N]
 
 Features and labels are computed once per stage; a fit runs once per fold. The point of the
 comparison is to show that preparing the matrix is a small fraction of one fit.

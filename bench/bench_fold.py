@@ -1,6 +1,6 @@
 """Time features + labels and single folds on real BTC/USDT bars against their compute floor.
 
-    PYTHONPATH=trainer .venv/bin/python bench/bench_fold.py [--data PATH] [--threads 2]
+    PYTHONPATH=core:trainer .venv/bin/python bench/bench_fold.py [--data PATH] [--threads 2]
 
 What is measured (Foundation issue, speed section):
 
@@ -49,11 +49,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from bench_features_labels import best_of  # this folder: scripts run as bench/<name>.py
+from stagegate_core.featureset import FEATURE_NAMES
+from stagegate_core.spec import ModelSpec, parse_manifest
 from stagegate_trainer import fold as fold_module
 from stagegate_trainer import steps
 from stagegate_trainer.dataset import LABEL, build_dataset, timestamps_ns
-from stagegate_trainer.featureset import FEATURE_NAMES
-from stagegate_trainer.spec import ModelSpec, parse_manifest
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv" / "BTC_USDT-15m.parquet"

@@ -1,6 +1,6 @@
 """Time whole stages through the local runner against their compute floor, with peak memory.
 
-    PYTHONPATH=trainer .venv/bin/python bench/bench_stages.py [--stage quick|full|both]
+    PYTHONPATH=core:trainer .venv/bin/python bench/bench_stages.py [--stage quick|full|both]
 
 What is measured (local run issue):
 
@@ -118,9 +118,10 @@ def slice_data(source: Path, start: str, end: str, target: Path) -> tuple[int, s
 def run_stage(args: argparse.Namespace) -> dict[str, Any]:
     """Run one stage in this process and return its figures (called in the child)."""
     from rich.console import Console
-    from stagegate_trainer import layout, steps
+    from stagegate_core import layout
+    from stagegate_core.spec import load_manifest
+    from stagegate_trainer import steps
     from stagegate_trainer.runner import LocalRunner, available_cores
-    from stagegate_trainer.spec import load_manifest
 
     stage = args.stage
     out: dict[str, Any] = {"stage": stage}
@@ -296,7 +297,10 @@ def main() -> None:
             cmd += ["--workers", str(args.workers)]
         if args.verbose:
             cmd.append("--verbose")
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "trainer")}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("core", "trainer")),
+        }
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True, env=env)
         results[stage] = json.loads(done.stdout.strip().splitlines()[-1])
         report(results[stage])

@@ -5,7 +5,7 @@
 
 It takes the argv the operator's step Jobs pass to `stagegate`, reads the manifest (YAML text in
 the environment variable named by `env:VAR`, or a file path) only for its name and each stage's
-`maxFolds`, and writes a result of the same shape as trainer/stagegate_trainer/results.py to
+`maxFolds`, and writes a result of the same shape as core/stagegate_core/results.py to
 $STAGEGATE_RESULT_FILE (the pod's termination message). Nothing is trained and nothing is
 stored. Fold counts: `spec.stages.<stage>.maxFolds` when set, else quick 5 and full 45. Every
 gate passes, so a manual-approval run stops at AwaitingApproval and an approved one succeeds.

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from stagegate_trainer.crd import build_crd, render_crd
+from stagegate_core.crd import build_crd, render_crd
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,7 +88,7 @@ def test_schema_is_structural() -> None:
 
 def test_cel_rules_refuse_long_names_and_a_claim_without_a_file_uri() -> None:
     """The rules the API server checks at apply (their behaviour is tested against a real one)."""
-    from stagegate_trainer.naming import DNS_LABEL_MAX, LONGEST_SUFFIX, MAX_NAME_LENGTH
+    from stagegate_core.naming import DNS_LABEL_MAX, LONGEST_SUFFIX, MAX_NAME_LENGTH
 
     schema = _version()["schema"]["openAPIV3Schema"]
     (name_rule,) = schema["x-kubernetes-validations"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stagegate_trainer import timeframes
+from stagegate_core import timeframes
 from stagegate_trainer.data import DataError, resample_ohlcv, validate_ohlcv
 
 from tests.support.exchange import shared_frame, shared_ohlcv_path

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stagegate_core.featureset import BASELINE_FEATURES, FEATURE_NAMES
 from stagegate_trainer.features import atr, build_features
-from stagegate_trainer.featureset import BASELINE_FEATURES, FEATURE_NAMES
 
 from tests.support import candles
 

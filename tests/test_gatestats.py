@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
+from stagegate_core.spec import ThresholdSpec
 from stagegate_trainer.gatestats import (
     FAIL,
     NO_EVIDENCE,
@@ -20,7 +21,6 @@ from stagegate_trainer.gatestats import (
     t_quantile,
     trading_gates,
 )
-from stagegate_trainer.spec import ThresholdSpec
 from stagegate_trainer.thresholds import (
     best_expected_return_threshold,
     best_precision_at_recall_threshold,

@@ -297,7 +297,7 @@ def test_operator_image_has_no_numeric_stack(images: None) -> None:
     code = (
         "import json, sys; "
         "import stagegate_operator.main, stagegate_operator.reconcile, "
-        "stagegate_operator.handlers, stagegate_trainer.layout; "
+        "stagegate_operator.handlers, stagegate_core.layout; "
         f"print(json.dumps(sorted(m for m in {list(HEAVY)!r} if m in sys.modules)))"
     )
     assert image_python(OPERATOR, code) == []

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stagegate_core.spec import TrainingJobSpec
 from stagegate_trainer.features import atr
 from stagegate_trainer.labels import barrier_labels
-from stagegate_trainer.spec import TrainingJobSpec
 
 from tests.support import candles
 

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from stagegate_core.featureset import FEATURE_NAMES, feature_names
+from stagegate_core.spec import SpecError, TrainingJobSpec, parse_manifest
 from stagegate_trainer.dataset import context_columns, feature_table, prepare_dataset
 from stagegate_trainer.features import build_features
-from stagegate_trainer.featureset import FEATURE_NAMES, feature_names
 from stagegate_trainer.labels import horizon_labels
 from stagegate_trainer.lookahead import FeatureError, check_causality, check_quality
-from stagegate_trainer.spec import SpecError, TrainingJobSpec, parse_manifest
 
 from tests.support.runs import OPEN_GATES, stagegate, write_manifest
 from tests.test_features import BAR, load_btc, random_ohlcv

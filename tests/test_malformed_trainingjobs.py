@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from stagegate_trainer.spec import SpecError, parse_manifest
+from stagegate_core.spec import SpecError, parse_manifest
 
 from tests.support.kube import KubeApi
 from tests.support.operator import install_crd

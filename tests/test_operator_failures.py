@@ -12,6 +12,9 @@ import copy
 from typing import Any
 
 import pytest
+from stagegate_core.naming import DNS_LABEL_MAX, MAX_NAME_LENGTH
+from stagegate_core.spec import TrainingJobSpec, spec_fingerprint
+from stagegate_core.stagemachine import Decision, decide
 from stagegate_operator import admission, children
 from stagegate_operator.defaults import TrainerDefaults
 from stagegate_operator.failures import (
@@ -24,9 +27,6 @@ from stagegate_operator.kubeapi import ApiError
 from stagegate_operator.metrics import OperatorMetrics
 from stagegate_operator.observe import Memory, observe, recall, spent_attempts
 from stagegate_operator.reconcile import Reconciler, merge_diff
-from stagegate_trainer.naming import DNS_LABEL_MAX, MAX_NAME_LENGTH
-from stagegate_trainer.spec import TrainingJobSpec, spec_fingerprint
-from stagegate_trainer.stagemachine import Decision, decide
 
 S3 = {"uri": "s3://models/runs", "secretRef": {"name": "creds"}}
 

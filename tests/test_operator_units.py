@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stagegate_core.results import encode
+from stagegate_core.spec import TrainingJobSpec
+from stagegate_core.stagemachine import decide
+from stagegate_core.status import Clock, build_status
 from stagegate_operator import children, main
 from stagegate_operator.defaults import BUILTIN_IMAGE, TrainerDefaults
 from stagegate_operator.observe import Memory, harvest, job_step, observe, recall
-from stagegate_trainer.results import encode
-from stagegate_trainer.spec import TrainingJobSpec
-from stagegate_trainer.stagemachine import decide
-from stagegate_trainer.status import Clock, build_status
 
 CMD = ("stagegate",)
 
@@ -321,7 +321,7 @@ def test_status_patches_carry_only_changes_and_never_nulls() -> None:
 def test_recall_keeps_the_stage_decision_across_an_operator_restart() -> None:
     """What a person approves on (net expected R and its bound) must survive a restart: the
     status is the operator's only memory."""
-    from stagegate_trainer.status import PRINTED
+    from stagegate_core.status import PRINTED
 
     summary = {
         "model": {m: {"mean": 0.5} for m in PRINTED},

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.model_selection import TimeSeriesSplit
-from stagegate_trainer.plan import (
+from stagegate_core.plan import (
     NS_PER_DAY,
     Fold,
     PlanError,
@@ -21,7 +21,7 @@ from stagegate_trainer.plan import (
     parse_iso,
     plan_stage,
 )
-from stagegate_trainer.spec import FullStageSpec, QuickStageSpec, StageSpec
+from stagegate_core.spec import FullStageSpec, QuickStageSpec, StageSpec
 
 MIN_NS = 60 * 10**9
 M15 = 15 * MIN_NS

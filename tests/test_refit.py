@@ -9,10 +9,11 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pytest
-from stagegate_trainer import layout, steps
+from stagegate_core import layout
+from stagegate_core.spec import ModelSpec, parse_manifest
+from stagegate_trainer import steps
 from stagegate_trainer.dataset import from_parquet_bytes
 from stagegate_trainer.fold import fit
-from stagegate_trainer.spec import ModelSpec, parse_manifest
 from stagegate_trainer.stopping import RoundSearch, refit_rounds
 
 from tests.support.runs import small_spec

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stagegate_trainer.spec import (
+from stagegate_core.spec import (
     SpecError,
     TrainingJobSpec,
     load_manifest,

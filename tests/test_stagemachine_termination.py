@@ -17,8 +17,8 @@ from typing import Literal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stagegate_trainer.spec import ApprovalSpec, TrainingJobSpec
-from stagegate_trainer.stagemachine import (
+from stagegate_core.spec import ApprovalSpec, TrainingJobSpec
+from stagegate_core.stagemachine import (
     TERMINAL,
     Action,
     Observation,

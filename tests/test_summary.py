@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stagegate_core.spec import GatesSpec
 from stagegate_trainer.evaluate import METRICS
-from stagegate_trainer.spec import GatesSpec
 from stagegate_trainer.summary import BASELINES, aggregate, evaluate_gates, summarise_stage
 
 GATE_NAMES = ("minAccuracy", "minRecall", "minRocAuc", "minF1")

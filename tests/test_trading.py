@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stagegate_core.metricnames import TOP_PERCENTS, TRADING_METRICS
 from stagegate_trainer.features import atr
 from stagegate_trainer.labels import barrier_labels
-from stagegate_trainer.metricnames import TOP_PERCENTS, TRADING_METRICS
 from stagegate_trainer.trading import (
     TradingContext,
     eligible_rows,

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from stagegate_trainer import htmlreport, layout, steps
-from stagegate_trainer.crd import build_crd
+from stagegate_core import layout
+from stagegate_core.crd import build_crd
+from stagegate_core.spec import parse_manifest
+from stagegate_core.status import expected_r_text
+from stagegate_trainer import htmlreport, steps
 from stagegate_trainer.htmlreport import PNGS, REPORT, split
-from stagegate_trainer.spec import parse_manifest
-from stagegate_trainer.status import expected_r_text
 
 from tests.support.runs import stagegate
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stagegate_core.spec import SpecError, parse_manifest
+from stagegate_core.status import gates_failed
 from stagegate_trainer.cluster_cli import watch_outcome
-from stagegate_trainer.spec import SpecError, parse_manifest
-from stagegate_trainer.status import gates_failed
 
 from tests.support.runs import small_spec, stagegate
 
@@ -28,7 +28,7 @@ LOW_GATES: dict[str, Any] = {
 
 
 def _low_gates() -> dict[str, Any]:
-    from stagegate_trainer.spec import GatesSpec
+    from stagegate_core.spec import GatesSpec
 
     gates = dict(LOW_GATES)
     # Gates other parts of the spec may add, switched off where the spec has them.

@@ -8,8 +8,8 @@ late, or loop, with an error that does not name the cause.
 
 from __future__ import annotations
 
-from stagegate_trainer.naming import name_too_long
-from stagegate_trainer.spec import TrainingJobSpec
+from stagegate_core.naming import name_too_long
+from stagegate_core.spec import TrainingJobSpec
 
 _STORE_CHOICES = (
     "set spec.artifacts.uri to s3://bucket/prefix with spec.artifacts.secretRef, or to "

@@ -12,16 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from stagegate_trainer.approval import APPROVAL_ENV
-from stagegate_trainer.results import RESULT_FILE_ENV
-from stagegate_trainer.spec import API_GROUP, API_VERSION, KIND, StageName, TrainingJobSpec
+from stagegate_core.approval import APPROVAL_ENV
+from stagegate_core.keys import LABEL_FOLD, LABEL_STAGE, LABEL_STEP, LABEL_TJ
+from stagegate_core.results import RESULT_FILE_ENV
+from stagegate_core.spec import API_GROUP, API_VERSION, KIND, StageName, TrainingJobSpec
 
 from .defaults import BUILTIN_IMAGE
 
-LABEL_TJ = "stagegate.io/trainingjob"
-LABEL_STAGE = "stagegate.io/stage"
-LABEL_FOLD = "stagegate.io/fold"
-LABEL_STEP = "stagegate.io/step"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANIFEST_KEY = "trainingjob.yaml"
 MANIFEST_ENV = "STAGEGATE_MANIFEST"
@@ -252,7 +249,7 @@ def summary_job(owner: Owner, stage: StageName) -> dict[str, Any]:
 
 
 def final_job(owner: Owner, approval: Mapping[str, Any]) -> dict[str, Any]:
-    """The final model's Job; `approval` (see stagegate_trainer.approval) goes to its card."""
+    """The final model's Job; `approval` (see stagegate_core.approval) goes to its card."""
     args = ["final", MANIFEST_ARG, "--threads", _threads(owner.spec, "full")]
     return step_job(
         owner, stage="full", job_name=final_job_name(owner.name), args=args, step="final",

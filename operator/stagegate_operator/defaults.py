@@ -12,8 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from stagegate_trainer import __version__
-from stagegate_trainer.spec import StageResources, TrainingJobSpec
+from stagegate_core import __version__
+from stagegate_core.spec import StageResources, TrainingJobSpec
 
 BUILTIN_IMAGE = f"ghcr.io/stagegate/trainer:{__version__}"
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from stagegate_trainer.stagemachine import (
+from stagegate_core.stagemachine import (
     Action,
     Decision,
     Prepare,

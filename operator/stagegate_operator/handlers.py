@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
-from stagegate_trainer.spec import API_GROUP, API_VERSION, PLURAL
+from stagegate_core.spec import API_GROUP, API_VERSION, PLURAL
 
 from .cache import ObjectCache
 from .children import LABEL_TJ

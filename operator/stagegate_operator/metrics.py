@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from stagegate_trainer.metricnames import BASELINES, METRICS, snake
-from stagegate_trainer.stagemachine import PHASES
+from stagegate_core.metricnames import BASELINES, METRICS, snake
+from stagegate_core.stagemachine import PHASES
 
 _TJ = ("namespace", "trainingjob", "symbol", "timeframe")
 

@@ -13,15 +13,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stagegate_trainer.results import decode
-from stagegate_trainer.spec import STAGES
-from stagegate_trainer.stagemachine import Observation, StageObservation, Step
-
-from .children import LABEL_FOLD, LABEL_STAGE, LABEL_STEP
-
-APPROVAL_ANNOTATION = "stagegate.io/approval"
-APPROVED_BY_ANNOTATION = "stagegate.io/approved-by"
-CANCEL_ANNOTATION = "stagegate.io/cancel"
+from stagegate_core.keys import (
+    APPROVAL_ANNOTATION,
+    CANCEL_ANNOTATION,
+    LABEL_FOLD,
+    LABEL_STAGE,
+    LABEL_STEP,
+)
+from stagegate_core.results import decode
+from stagegate_core.spec import STAGES
+from stagegate_core.stagemachine import Observation, StageObservation, Step
 
 
 @dataclass

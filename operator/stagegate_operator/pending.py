@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from stagegate_trainer.stagemachine import TERMINAL, Decision, StopRunning
+from stagegate_core.stagemachine import TERMINAL, Decision, StopRunning
 
 from .failures import step_label
 from .observe import job_finished

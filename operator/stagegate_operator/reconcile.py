@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
-from stagegate_trainer import approval as approvals
-from stagegate_trainer.cluster import REJECTION_REASON_ANNOTATION
-from stagegate_trainer.spec import (
+from stagegate_core import approval as approvals
+from stagegate_core.keys import APPROVED_BY_ANNOTATION, REJECTION_REASON_ANNOTATION
+from stagegate_core.spec import (
     API_GROUP,
     API_VERSION,
     PLURAL,
@@ -25,7 +25,7 @@ from stagegate_trainer.spec import (
     format_validation_error,
     spec_fingerprint,
 )
-from stagegate_trainer.stagemachine import (
+from stagegate_core.stagemachine import (
     TERMINAL,
     Decision,
     Prepare,
@@ -35,7 +35,7 @@ from stagegate_trainer.stagemachine import (
     Summarise,
     decide,
 )
-from stagegate_trainer.status import Clock, build_status
+from stagegate_core.status import Clock, build_status
 
 from . import admission, children, pending
 from . import failures as failing
@@ -44,7 +44,6 @@ from .defaults import TrainerDefaults
 from .kubeapi import ApiError, KubeApi
 from .metrics import OperatorMetrics
 from .observe import (
-    APPROVED_BY_ANNOTATION,
     Memory,
     harvest,
     job_finished,
@@ -552,7 +551,7 @@ class Reconciler:
     def _artifacts(
         spec: TrainingJobSpec, meta: Mapping[str, Any], memory: Memory
     ) -> dict[str, str]:
-        from stagegate_trainer import layout
+        from stagegate_core import layout
 
         root = spec.artifacts.uri.rstrip("/")
         run = f"{root}/{layout.run_prefix(meta['namespace'], meta['name'], meta['uid'])}"

@@ -1,3 +1,5 @@
-"""Stagegate trainer: spec model, data, features, labels, walk-forward plan, fit and evaluate."""
+"""Stagegate trainer: data, features, labels, fit and evaluate, the steps and the local runner."""
 
-__version__ = "0.1.0"
+from stagegate_core import __version__
+
+__all__ = ["__version__"]

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-
-from . import approval as approvals
-from .plan import PlanError
-from .results import fold_result, prepare_result, summary_result, write_result
-from .spec import SpecError, TrainingJobManifest, load_manifest
+from stagegate_core import approval as approvals
+from stagegate_core.plan import PlanError
+from stagegate_core.results import fold_result, prepare_result, summary_result, write_result
+from stagegate_core.spec import SpecError, TrainingJobManifest, load_manifest
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -144,7 +143,7 @@ def run(
 
 
 def _print_outcome(console: Any, status: dict[str, Any], code: int) -> None:
-    from .status import gates_failed
+    from stagegate_core.status import gates_failed
 
     phase = status["phase"]
     failed_stage = gates_failed(status)
@@ -261,7 +260,9 @@ def fold(
 @friendly
 def final(manifest: str, data: str | None, artifacts: str | None, threads: int | None) -> None:
     """Train the production model on the latest window and write its model card."""
-    from . import layout, steps
+    from stagegate_core import layout
+
+    from . import steps
     from .runner import available_cores
 
     run_ = steps.open_run(_manifest(manifest, data, artifacts))
@@ -303,7 +304,7 @@ def summarise(manifest: str, stage: str, artifacts: str | None) -> None:
 @main.command()
 def crd() -> None:
     """Print the TrainingJob CRD generated from the spec model."""
-    from .crd import render_crd
+    from stagegate_core.crd import render_crd
 
     click.echo(render_crd(), nl=False)
 

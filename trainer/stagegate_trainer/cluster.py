@@ -17,17 +17,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .spec import API_GROUP, API_VERSION, KIND, PLURAL
+from stagegate_core.spec import API_GROUP, API_VERSION, KIND, PLURAL
 
-APPROVAL_ANNOTATION = f"{API_GROUP}/approval"
-APPROVED_BY_ANNOTATION = f"{API_GROUP}/approved-by"
-REJECTION_REASON_ANNOTATION = f"{API_GROUP}/rejection-reason"
-CREATED_BY_ANNOTATION = f"{API_GROUP}/created-by"
-CANCEL_ANNOTATION = f"{API_GROUP}/cancel"
-LABEL_TJ = f"{API_GROUP}/trainingjob"
-LABEL_STAGE = f"{API_GROUP}/stage"
-LABEL_STEP = f"{API_GROUP}/step"
-LABEL_FOLD = f"{API_GROUP}/fold"
 # One slow API call must not hang a command forever; watch/logs loop over short calls instead.
 REQUEST_TIMEOUT = 30.0
 

@@ -26,10 +26,30 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from stagegate_core.keys import (
+    APPROVAL_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    CANCEL_ANNOTATION,
+    CREATED_BY_ANNOTATION,
+    LABEL_FOLD,
+    LABEL_STAGE,
+    LABEL_STEP,
+    LABEL_TJ,
+    REJECTION_REASON_ANNOTATION,
+)
+from stagegate_core.spec import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    PLURAL,
+    STAGES,
+    SpecError,
+    load_manifest,
+    parse_manifest,
+)
+from stagegate_core.stagemachine import TERMINAL
 
 from .cluster import ClusterError
-from .spec import KIND, PLURAL, STAGES, SpecError, load_manifest, parse_manifest
-from .stagemachine import TERMINAL
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -152,7 +172,7 @@ def build_manifest(
     if from_file:
         doc = load_manifest(from_file).model_dump(mode="json", by_alias=True, exclude_unset=True)
     elif symbol:
-        doc = {"apiVersion": "stagegate.io/v1alpha1", "kind": KIND, "metadata": {}, "spec": {}}
+        doc = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": {}, "spec": {}}
     else:
         raise click.UsageError("give SYMBOL [TIMEFRAME], or -f MANIFEST")
     spec = doc.setdefault("spec", {})
@@ -261,8 +281,6 @@ def submit(
         return
     cluster = _connect(kubeconfig, context, namespace)
     _place(manifest, cluster.namespace)
-    from .cluster import CREATED_BY_ANNOTATION
-
     # Who created it, as the API server knows them: the chart's four-eyes policy requires it
     # and keeps that person from approving their own TrainingJob.
     annotations = manifest["metadata"].setdefault("annotations", {})
@@ -284,8 +302,6 @@ def _refuse_if_terminal(tj: Mapping[str, Any], verb: str) -> None:
 def _decide(cluster: Cluster, name: str, decision: str, reason: str | None) -> None:
     """Set the decision and the deciding user's name, as the API server knows them (the
     chart's approval policy admits nothing else)."""
-    from .cluster import APPROVAL_ANNOTATION, APPROVED_BY_ANNOTATION, REJECTION_REASON_ANNOTATION
-
     tj = cluster.get(name)
     _refuse_if_terminal(tj, "approve" if decision == "approved" else "reject")
     who = cluster.whoami()
@@ -343,8 +359,6 @@ def reject(
 @cluster_errors
 def cancel(name: str, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
     """Cancel NAME, stopping its running Jobs (finished folds are kept)."""
-    from .cluster import CANCEL_ANNOTATION
-
     cluster = _connect(kubeconfig, context, namespace)
     tj = cluster.get(name)
     _refuse_if_terminal(tj, "cancel")
@@ -411,11 +425,9 @@ def _approval_line(tj: Mapping[str, Any]) -> str:
     status = tj.get("status") or {}
     recorded = status.get("approval") or {}
     if recorded.get("decision"):
-        from .approval import describe
+        from stagegate_core.approval import describe
 
         return describe(recorded)
-    from .cluster import APPROVAL_ANNOTATION
-
     asked = _annotations(tj).get(APPROVAL_ANNOTATION)
     if asked:
         return f"{asked} (annotation; applied at the gate)"
@@ -428,8 +440,8 @@ def _approval_line(tj: Mapping[str, Any]) -> str:
 
 def fold_table(stage: str, entry: Mapping[str, Any]) -> Any:
     from rich.table import Table
+    from stagegate_core.metricnames import snake
 
-    from .metricnames import snake
     from .report import fmt
 
     plan = entry.get("plan") or {}
@@ -567,7 +579,7 @@ def fold_status_line(stage: str, fold: Mapping[str, Any], total: int) -> str:
 
     report.fold_line needs the baselines of each fold, which the status does not keep.
     """
-    from .metricnames import snake
+    from stagegate_core.metricnames import snake
 
     metrics = fold.get("metrics") or {}
     parts = [f"{snake(m)}={_value(m, metrics.get(m))}" for m in FOLD_METRICS]
@@ -633,15 +645,13 @@ def watch_outcome(tj: Mapping[str, Any]) -> int | None:
     AwaitingApproval ends a watch unless an approval/rejection is already annotated: then the
     operator has yet to act on it and the run is about to move on.
     """
-    from .cluster import APPROVAL_ANNOTATION
-
     phase = _phase(tj)
     if phase == "AwaitingApproval" and _annotations(tj).get(APPROVAL_ANNOTATION) in (
         "approved",
         "rejected",
     ):
         return None
-    from .status import gates_failed
+    from stagegate_core.status import gates_failed
 
     if gates_failed(tj.get("status") or {}):
         return EXIT_GATES_FAILED
@@ -694,8 +704,6 @@ def _watch_hint(tj: Mapping[str, Any]) -> None:
 
 # ------------------------------------------------------------------------ logs
 def _selector(name: str, stage: str | None, step: str | None, fold: int | None) -> str:
-    from .cluster import LABEL_FOLD, LABEL_STAGE, LABEL_STEP, LABEL_TJ
-
     parts = [f"{LABEL_TJ}={name}"]
     if stage:
         parts.append(f"{LABEL_STAGE}={stage}")

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from stagegate_core.spec import CustomFeatureSpec
 
 from .lookahead import FeatureError
-from .spec import CustomFeatureSpec
 
 GROUP = "stagegate.features"
 

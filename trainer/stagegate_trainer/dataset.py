@@ -15,13 +15,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from stagegate_core import featureset, timeframes
+from stagegate_core.featureset import BASELINE_FEATURES
+from stagegate_core.spec import FeaturesSpec, LabelSpec, TrainingJobSpec
 
-from . import customfeatures, featureset, lookahead, timeframes
+from . import customfeatures, lookahead
 from .features import build_features
-from .featureset import BASELINE_FEATURES
 from .labels import barrier_labels, horizon_labels
 from .lookahead import FeatureError
-from .spec import FeaturesSpec, LabelSpec, TrainingJobSpec
 from .trading import OUTCOME_R, RISK_FRACTION, trade_outcomes
 
 LABEL = "label"

@@ -10,8 +10,7 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
-
-from .metricnames import METRICS, snake
+from stagegate_core.metricnames import METRICS, snake
 
 __all__ = ["METRICS", "best_f1_threshold", "classification_metrics", "roc_auc", "snake"]
 

@@ -15,8 +15,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 from pandas.api.typing import Rolling
-
-from .featureset import _FIXED, FEATURE_NAMES, GAP_CAP_BARS, _windowed, group_of
+from stagegate_core.featureset import _FIXED, FEATURE_NAMES, GAP_CAP_BARS, _windowed, group_of
 
 _MINUTES_PER_DAY = 1440
 _NS_PER_MINUTE = 60_000_000_000

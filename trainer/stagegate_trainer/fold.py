@@ -16,12 +16,12 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from stagegate_core.featureset import BASELINE_FEATURES, FEATURE_NAMES
+from stagegate_core.plan import Fold
+from stagegate_core.spec import ModelSpec
 
 from .dataset import LABEL, TIMESTAMP, timestamps_ns
 from .evaluate import classification_metrics
-from .featureset import BASELINE_FEATURES, FEATURE_NAMES
-from .plan import Fold
-from .spec import ModelSpec
 from .stopping import REFIT_RULE, RoundSearch, refit_rounds
 from .thresholds import choose_threshold
 from .trading import OUTCOME_R, RISK_FRACTION, TradingContext, fold_trading, net_r

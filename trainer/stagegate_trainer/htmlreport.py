@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from stagegate_core import layout
+from stagegate_core.metricnames import TOP_PERCENTS
 
-from . import layout
 from .gatestats import METHOD, NO_EVIDENCE
-from .metricnames import TOP_PERCENTS
 
 if TYPE_CHECKING:
     from .steps import Run

@@ -8,8 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-from .metricnames import BASELINES, METRICS, snake
+from stagegate_core.metricnames import BASELINES, METRICS, snake
 
 _BASELINE_TITLES = {
     "majority": "majority",

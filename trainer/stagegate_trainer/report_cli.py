@@ -12,9 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-
-from . import layout
-from .spec import API_GROUP, API_VERSION, KIND, SpecError, load_manifest, parse_manifest
+from stagegate_core import layout
+from stagegate_core.spec import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    SpecError,
+    load_manifest,
+    parse_manifest,
+)
 
 
 def _run_from_name(name: str, namespace: str, artifacts: str) -> Any:

@@ -23,12 +23,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-
-from . import approval as approvals
-from . import layout, steps
-from .report import fold_line, print_summary
-from .spec import StageName, TrainingJobManifest
-from .stagemachine import (
+from stagegate_core import approval as approvals
+from stagegate_core import layout
+from stagegate_core.spec import StageName, TrainingJobManifest
+from stagegate_core.stagemachine import (
     TERMINAL,
     Decision,
     Observation,
@@ -41,7 +39,10 @@ from .stagemachine import (
     Summarise,
     decide,
 )
-from .status import Clock, build_status, gates_failed
+from stagegate_core.status import Clock, build_status, gates_failed
+
+from . import steps
+from .report import fold_line, print_summary
 from .workers import WorkerPool
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, layout, timeframes
-from .plan import PlanError, StagePlan, plan_stage
-from .spec import (
+from stagegate_core import layout, timeframes
+from stagegate_core.plan import PlanError, StagePlan, plan_stage
+from stagegate_core.spec import (
     STAGES,
     DataSpec,
     StageName,
@@ -26,6 +26,8 @@ from .spec import (
     TrainingJobSpec,
     spec_fingerprint,
 )
+
+from . import __version__
 from .store import ArtifactStore, open_store
 
 if TYPE_CHECKING:  # pandas is imported lazily: every CLI command imports this module's helpers
@@ -335,10 +337,10 @@ def final(
     recent months, the validation tail, are learnt from too.
     """
     import numpy as np
+    from stagegate_core.plan import NS_PER_DAY, iso
 
     from .dataset import LABEL, model_columns, timestamps_ns
     from .fold import fit
-    from .plan import NS_PER_DAY, iso
     from .trading import OUTCOME_R, RISK_FRACTION, context_for, net_r
 
     if run.store.exists(layout.MODEL_CARD):
@@ -418,7 +420,7 @@ def final(
             for stage in summaries
             if run.store.exists(layout.stage_report(stage))
         },
-        # Who let this model be trained, how and when (stagegate_trainer.approval).
+        # Who let this model be trained, how and when (stagegate_core.approval).
         "approvedBy": (approval or {}).get("by", ""),
         "approvedAt": (approval or {}).get("at", ""),
         "approval": dict(approval or {}),

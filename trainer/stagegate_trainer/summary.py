@@ -10,9 +10,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from stagegate_core.metricnames import BASELINES, METRICS, TRADING_METRICS
+from stagegate_core.spec import GatesSpec
+
 from .gatestats import baseline_gates, decision, trading_gates
-from .metricnames import BASELINES, METRICS, TRADING_METRICS
-from .spec import GatesSpec
 
 
 def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+from stagegate_core.spec import ThresholdSpec
 
 from .evaluate import best_f1_threshold
-from .spec import ThresholdSpec
 
 Floats = NDArray[np.float64]
 

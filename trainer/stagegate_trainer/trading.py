@@ -29,10 +29,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from stagegate_core.metricnames import TOP_PERCENTS
 
 from .features import atr
 from .labels import _complete_horizon
-from .metricnames import TOP_PERCENTS
 
 Floats = NDArray[np.float64]
 
@@ -262,7 +262,7 @@ def fold_trading(
 
 def context_for(spec: Any) -> TradingContext:
     """The TradingContext of a TrainingJobSpec (its costs, label horizon and bar length)."""
-    from . import timeframes
+    from stagegate_core import timeframes
 
     return TradingContext(
         fee_bps=spec.costs.fee_bps,

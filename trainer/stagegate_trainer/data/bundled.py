@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stagegate_trainer import timeframes
+from stagegate_core import timeframes
+
 from stagegate_trainer.data.errors import DataError
 
 BUNDLED_DIR = Path(__file__).with_name("bundled")

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
+from stagegate_core import timeframes
 
-from stagegate_trainer import timeframes
 from stagegate_trainer.data.errors import DataError
 from stagegate_trainer.data.validate import OHLCV_COLUMNS
 from stagegate_trainer.store import ArtifactStore, RetryPolicy, StoreError

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+from stagegate_core import timeframes
 
-from stagegate_trainer import timeframes
 from stagegate_trainer.data.bundled import BUNDLED_TIMEFRAME, bundled_path, normalise_symbol
 from stagegate_trainer.data.ccxt_source import fetch_ohlcv_range
 from stagegate_trainer.data.errors import DataError

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from stagegate_core import timeframes
 
-from stagegate_trainer import timeframes
 from stagegate_trainer.data.errors import DataError
 from stagegate_trainer.data.validate import bar_ns, canonical_frame
 

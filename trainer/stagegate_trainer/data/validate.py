@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from stagegate_core import timeframes
 
-from stagegate_trainer import timeframes
 from stagegate_trainer.data.errors import DataError
 
 OHLCV_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
