@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from stagegate_core.formatting import now_iso, parse_iso
 from stagegate_core.stagemachine import Decision, StartFold, StopRunning
 from stagegate_operator import pending
-from stagegate_operator.times import now_iso, parse_iso
 
 T0 = parse_iso("2026-01-01T00:00:00Z") or 0.0
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
+from . import formatting
 from .spec import StageSpec
 
 NS_PER_DAY = 86_400 * 10**9
@@ -110,12 +110,15 @@ class StagePlan:
 
 
 def iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return formatting.now_iso(ns / 1e9)
 
 
 def parse_iso(text: str) -> int:
-    moment = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    return int(moment.timestamp()) * 10**9
+    """A plan's timestamp (whole seconds) as nanoseconds, the unit of the bars."""
+    seconds = formatting.parse_iso(text)
+    if seconds is None:
+        raise PlanError("a plan's timestamp is empty")
+    return int(seconds) * 10**9
 
 
 def plan_stage(

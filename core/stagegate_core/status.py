@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .approval import UNKNOWN, condition_reason, status_fields
+from .formatting import percent
 from .metricnames import METRICS
 from .stagemachine import TERMINAL, Decision, Observation
 
@@ -41,10 +42,6 @@ def gates_failed(status: Mapping[str, Any]) -> str | None:
     stages = status.get("stages") or {}
     last = next((s for s in ("full", "quick") if "passed" in (stages.get(s) or {})), None)
     return last if last is not None and not stages[last]["passed"] else None
-
-
-def percent(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def expected_r_text(decision: Mapping[str, Any]) -> str:

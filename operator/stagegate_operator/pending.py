@@ -12,11 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from stagegate_core.formatting import parse_iso
 from stagegate_core.stagemachine import TERMINAL, Decision, StopRunning
 
 from .failures import step_label
 from .observe import job_finished
-from .times import parse_iso
 
 # A step pod normally runs within seconds; pods are read for this only after a Job has had an
 # unready pod for longer, and at most every CHECK_INTERVAL_SECONDS per TrainingJob, so runs at

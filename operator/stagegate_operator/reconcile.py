@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from stagegate_core import approval as approvals
+from stagegate_core.formatting import now_iso, parse_iso, percent
 from stagegate_core.keys import APPROVED_BY_ANNOTATION, REJECTION_REASON_ANNOTATION
 from stagegate_core.spec import (
     API_GROUP,
@@ -52,7 +53,6 @@ from .observe import (
     recall,
     spent_attempts,
 )
-from .times import now_iso, parse_iso
 
 log = logging.getLogger("stagegate.operator")
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
@@ -604,8 +604,9 @@ class Reconciler:
                 await self.event(
                     body, "Normal", "StageSummarised",
                     f"{result['stage']} stage, {result['folds']} folds: "
-                    f"accuracy={_pct(m['accuracy']['mean'])} recall={_pct(m['recall']['mean'])} "
-                    f"roc_auc={_pct(m['rocAuc']['mean'])} f1={_two(m['f1']['mean'])}; "
+                    f"accuracy={percent(m['accuracy']['mean'])} "
+                    f"recall={percent(m['recall']['mean'])} "
+                    f"roc_auc={percent(m['rocAuc']['mean'])} f1={_two(m['f1']['mean'])}; "
                     f"gates {verdict}",
                 )  # fmt: skip
         if new.get("phase") != old.get("phase"):
@@ -722,10 +723,6 @@ def _new_failures(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, i
         if extra > 0:
             counts[stage] = counts.get(stage, 0) + extra
     return counts
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def _two(value: float | None) -> str:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 from stagegate_core import approval as approvals
+from stagegate_core import exitcodes
 from stagegate_core.plan import PlanError
 from stagegate_core.results import fold_result, prepare_result, summary_result, write_result
 from stagegate_core.spec import SpecError, TrainingJobManifest, load_manifest
@@ -41,7 +42,7 @@ def friendly(fn: F) -> F:
             return fn(*args, **kwargs)
         except _expected_errors() as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(exitcodes.USAGE)
 
     return wrapper  # type: ignore[return-value]
 
@@ -70,7 +71,7 @@ def main() -> None:
     """Stagegate: two-stage walk-forward training of LightGBM trading models."""
     # In a pod this process is PID 1, which ignores SIGTERM unless it handles it: without this
     # a deleted Job's pod would wait out its whole grace period.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(exitcodes.TERMINATED))
     # `kill -USR1 <pid>` prints every thread's stack to stderr: how a run that seems stuck
     # is diagnosed without stopping it.
     faulthandler.register(signal.SIGUSR1, all_threads=True)

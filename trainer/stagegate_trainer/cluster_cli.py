@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from stagegate_core import exitcodes
 from stagegate_core.keys import (
     APPROVAL_ANNOTATION,
     APPROVED_BY_ANNOTATION,
@@ -58,20 +59,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_ERROR = 2
-EXIT_REJECTED = 4
-EXIT_GATES_FAILED = 5  # Succeeded, but the last stage that ran failed its gates
-EXIT_TIMEOUT = 124
-EXIT_CANCELLED = 130
-WATCH_EXIT = {
-    "Succeeded": EXIT_OK,
-    "AwaitingApproval": EXIT_OK,
-    "Failed": EXIT_FAILED,
-    "Rejected": EXIT_REJECTED,
-    "Cancelled": EXIT_CANCELLED,
-}
 RESOURCE = f"{PLURAL}.stagegate.io"
 FOLD_METRICS = ("accuracy", "recall", "rocAuc", "f1", "hitRateTp1")
 
@@ -79,7 +66,7 @@ FOLD_METRICS = ("accuracy", "recall", "rocAuc", "f1", "hitRateTp1")
 # ------------------------------------------------------------------------ plumbing
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_ERROR)
+    sys.exit(exitcodes.USAGE)
 
 
 def cluster_errors(fn: F) -> F:
@@ -92,7 +79,7 @@ def cluster_errors(fn: F) -> F:
         except (ClusterError, SpecError) as exc:
             _fail(str(exc))
         except KeyboardInterrupt:
-            sys.exit(EXIT_CANCELLED)
+            sys.exit(exitcodes.CANCELLED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -654,8 +641,8 @@ def watch_outcome(tj: Mapping[str, Any]) -> int | None:
     from stagegate_core.status import gates_failed
 
     if gates_failed(tj.get("status") or {}):
-        return EXIT_GATES_FAILED
-    return WATCH_EXIT.get(phase)
+        return exitcodes.GATES_FAILED
+    return exitcodes.WATCH.get(phase)
 
 
 @click.command()
@@ -692,7 +679,7 @@ def watch(
             sys.exit(code)
         if deadline is not None and time.monotonic() >= deadline:
             click.echo(f"error: {name} still {_phase(tj)} after {timeout:g}s", err=True)
-            sys.exit(EXIT_TIMEOUT)
+            sys.exit(exitcodes.TIMEOUT)
         time.sleep(interval)
 
 

@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
@@ -24,7 +23,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from stagegate_core import approval as approvals
-from stagegate_core import layout
+from stagegate_core import exitcodes, layout
+from stagegate_core.formatting import now_iso
 from stagegate_core.spec import StageName, TrainingJobManifest
 from stagegate_core.stagemachine import (
     TERMINAL,
@@ -50,32 +50,12 @@ if TYPE_CHECKING:
 
 ApproveMode = Literal["ask", "auto", "yes", "no"]
 
-# Exit codes of `stagegate run`, documented in the README.
-EXIT_SUCCEEDED = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_AWAITING_APPROVAL = 3
-EXIT_REJECTED = 4
-EXIT_GATES_FAILED = 5  # Succeeded, but the last stage that ran failed its gates
-EXIT_CANCELLED = 130
-EXIT_CODES = {
-    "Succeeded": EXIT_SUCCEEDED,
-    "Failed": EXIT_FAILED,
-    "AwaitingApproval": EXIT_AWAITING_APPROVAL,
-    "Rejected": EXIT_REJECTED,
-    "Cancelled": EXIT_CANCELLED,
-}
-
 
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -341,9 +321,9 @@ class LocalRunner:
         return RunResult(
             status=self._status,
             exit_code=(
-                EXIT_GATES_FAILED
+                exitcodes.GATES_FAILED
                 if gates_failed(self._status)
-                else EXIT_CODES.get(decision.phase, EXIT_FAILED)
+                else exitcodes.RUN.get(decision.phase, exitcodes.FAILED)
             ),
             wall_seconds=time.perf_counter() - t0,
             fit_seconds=dict(self.fit_seconds),

@@ -13,10 +13,10 @@ import platform
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from stagegate_core import layout, timeframes
+from stagegate_core.formatting import now_iso
 from stagegate_core.plan import PlanError, StagePlan, plan_stage
 from stagegate_core.spec import (
     STAGES,
@@ -96,7 +96,7 @@ def claim(run: Run) -> dict[str, Any]:
         "namespace": run.manifest.metadata.namespace,
         "specFingerprint": fingerprint,
         "spec": run.spec.model_dump(mode="json", by_alias=True),
-        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": now_iso(),
     }
     run.store.write_json(layout.RUN_RECORD, record)
     return record
