@@ -225,7 +225,7 @@ def test_harvest_observe_and_recall_round_trip() -> None:
         clock=Clock(now="2026-01-01T00:00:00Z"),
         parallelism=4,
         artifacts={"run": "s3://b/r"},
-    )
+    ).to_dict()
     status["prepared"] = memory.prepared
     again = recall(status)
     assert again.prepared == memory.prepared
@@ -343,7 +343,7 @@ def test_recall_keeps_the_stage_decision_across_an_operator_restart() -> None:
             clock=Clock(now="2026-01-01T00:00:00Z"),
             parallelism=1,
             artifacts={},
-        )
+        ).to_dict()
 
     first = built({"quick": summary})
     assert first["stages"]["quick"]["decision"] == summary["decision"]

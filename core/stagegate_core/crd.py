@@ -28,7 +28,7 @@ from .spec import (
     ArtifactsSpec,
     TrainingJobSpec,
 )
-from .stagemachine import PHASES
+from .statusmodel import TrainingJobStatus
 
 # CEL rules (x-kubernetes-validations) for what a schema keyword cannot say, checked by the API
 # server at apply. The pydantic validators say the same for `stagegate run`.
@@ -91,7 +91,9 @@ def _constraints(metadata: list[Any]) -> dict[str, Any]:
 
 
 def _type_schema(annotation: Any) -> dict[str, Any]:
-    annotation, _ = _strip_optional(annotation)
+    annotation, optional = _strip_optional(annotation)
+    if optional:  # e.g. a metric with no value, inside a map
+        return {**_type_schema(annotation), "nullable": True}
     if get_origin(annotation) is typing.Annotated:
         base, *extra = get_args(annotation)
         return {**_type_schema(base), **_constraints(extra)}
@@ -121,7 +123,8 @@ def _type_schema(annotation: Any) -> dict[str, Any]:
 
 
 def _field_schema(field: FieldInfo) -> dict[str, Any]:
-    schema = _type_schema(field.annotation)
+    inner, optional = _strip_optional(field.annotation)
+    schema = _type_schema(inner)  # `nullable` comes last, after the description
     constraints = _constraints(list(field.metadata))
     if schema["type"] == "array":  # a length of a list counts items, not characters
         for length, items in (("minLength", "minItems"), ("maxLength", "maxItems")):
@@ -130,7 +133,6 @@ def _field_schema(field: FieldInfo) -> dict[str, Any]:
     schema.update(constraints)
     if field.description:
         schema["description"] = field.description
-    _, optional = _strip_optional(field.annotation)
     if optional:
         schema["nullable"] = True
     if field.default_factory is not None:
@@ -160,21 +162,23 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _status_schema() -> dict[str, Any]:
-    # The status is written only by Stagegate; keeping it open lets it grow without a CRD bump,
-    # while the fields that printer columns read are declared so `kubectl explain` shows them.
-    return {
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": True,
-        "properties": {
-            "phase": {
-                "type": "string",
-                "enum": list(PHASES),
-            },
-            "progress": {"type": "string"},
-            "message": {"type": "string"},
-            "observedGeneration": {"type": "integer"},
-        },
-    }
+    """The status's schema from its model, open-ended where the model is (gate records, the
+    frozen spec), with neither defaults nor required fields: only Stagegate writes the status,
+    the model checks it, and a write the API server refused would leave a run unrecorded."""
+    schema = model_schema(TrainingJobStatus)
+
+    def loosen(node: Any) -> None:
+        if isinstance(node, dict):
+            node.pop("required", None)
+            node.pop("default", None)
+            for value in node.values():
+                loosen(value)
+        elif isinstance(node, list):
+            for value in node:
+                loosen(value)
+
+    loosen(schema)
+    return schema
 
 
 def build_crd() -> dict[str, Any]:

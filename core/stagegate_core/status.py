@@ -14,6 +14,15 @@ from .approval import UNKNOWN, condition_reason, status_fields
 from .formatting import percent
 from .metricnames import METRICS
 from .stagemachine import TERMINAL, Decision, Observation
+from .statusmodel import (
+    Approval,
+    FoldStatus,
+    StagePlan,
+    StageStatus,
+    Stat,
+    SummaryLine,
+    TrainingJobStatus,
+)
 
 # The three columns `kubectl get tj` shows, read from the last finished stage's summary.
 PRINTED = ("accuracy", "recall", "rocAuc")
@@ -86,8 +95,8 @@ def build_status(
     approval: Mapping[str, Any] | None = None,
     previous_conditions: list[dict[str, str]] | None = None,
     warnings: Sequence[str] = (),
-) -> dict[str, Any]:
-    stages: dict[str, Any] = {}
+) -> TrainingJobStatus:
+    stages: dict[str, StageStatus] = {}
     for stage, plan in plans.items():
         seen = observation.stage(stage)
         metrics = fold_metrics.get(stage, {})
@@ -109,52 +118,58 @@ def build_status(
                 # The trees early stopping chose on the inner split (spec.model.minRounds ...).
                 if metrics[number].get("bestIteration") is not None:
                     entry["bestIteration"] = metrics[number]["bestIteration"]
-            folds.append(entry)
-        stages[stage] = {
-            "plan": {
-                "foldCount": count,
-                "dataStart": plan.get("dataStart"),
-                "dataEnd": plan.get("dataEnd"),
-                "purgeBars": plan.get("purgeBars"),
-                "trainWindow": plan.get("trainWindow"),
-            },
-            "folds": folds,
-            "startedAt": clock.stage_started.get(stage),
-            "finishedAt": clock.stage_finished.get(stage),
-        }
+            folds.append(FoldStatus.model_validate(entry))
+        built = StageStatus(
+            plan=StagePlan(
+                foldCount=count,
+                dataStart=plan.get("dataStart"),
+                dataEnd=plan.get("dataEnd"),
+                purgeBars=plan.get("purgeBars"),
+                trainWindow=plan.get("trainWindow"),
+            ),
+            folds=folds,
+            startedAt=clock.stage_started.get(stage),
+            finishedAt=clock.stage_finished.get(stage),
+        )
         if stage in summaries:
             summary = summaries[stage]
-            stages[stage]["summary"] = summary["model"]
-            stages[stage]["baselines"] = summary["baselines"]
-            stages[stage]["gates"] = summary["gates"]
-            stages[stage]["passed"] = summary["passed"]
+            built.summary = _stats(summary["model"])
+            built.baselines = {b: _stats(v) for b, v in summary["baselines"].items()}
+            built.gates = list(summary["gates"])
+            built.passed = bool(summary["passed"])
             if summary.get("decision"):
                 # What a person approves on: net expected R with its bound, trades, verdicts.
-                stages[stage]["decision"] = summary["decision"]
+                built.decision = dict(summary["decision"])
+        stages[stage] = built
 
     latest = next((s for s in ("full", "quick") if s in summaries), None)
     printed = {m: percent(summaries[latest]["model"][m]["mean"]) for m in PRINTED} if latest else {}
     if latest and summaries[latest].get("decision"):
         printed["expectedR"] = expected_r_text(summaries[latest]["decision"])
-    status: dict[str, Any] = {
-        "phase": decision.phase,
-        "stage": decision.stage,
-        "progress": decision.progress or _last_progress(stages),
-        "message": _message(decision, approval),
-        "summary": {"stage": latest, **printed} if latest else {},
-        "stages": stages,
-        "startedAt": clock.started,
-        "elapsedSeconds": round(clock.elapsed_seconds, 1),
-        "etaSeconds": _eta(decision, clock, parallelism),
-        "artifacts": dict(artifacts),
-        "conditions": _conditions(decision, summaries, approval, clock.now, previous_conditions),
-    }
+    status = TrainingJobStatus(
+        phase=decision.phase,
+        stage=decision.stage,
+        progress=decision.progress or _last_progress(stages),
+        message=_message(decision, approval),
+        summary=SummaryLine(stage=latest, **printed) if latest else SummaryLine(),
+        stages=stages,
+        startedAt=clock.started,
+        elapsedSeconds=round(clock.elapsed_seconds, 1),
+        etaSeconds=_eta(decision, clock, parallelism),
+        artifacts=dict(artifacts),
+        conditions=_conditions(decision, summaries, approval, clock.now, previous_conditions),
+    )
     if approval:
-        status["approval"] = dict(approval)
-        status.update(status_fields(approval))
+        status.approval = Approval.model_validate(approval)
+        for name, value in status_fields(approval).items():
+            setattr(status, name, value)
     if warnings:
-        status["warnings"] = list(warnings)
+        status.warnings = list(warnings)
     return status
+
+
+def _stats(block: Mapping[str, Any]) -> dict[str, Stat]:
+    return {metric: Stat.model_validate(stats) for metric, stats in block.items()}
 
 
 def _message(decision: Decision, approval: Mapping[str, Any] | None) -> str:
@@ -190,11 +205,11 @@ def _ranges(planned: Mapping[str, Any] | None, result: Mapping[str, Any] | None)
     return {}
 
 
-def _last_progress(stages: Mapping[str, Any]) -> str:
+def _last_progress(stages: Mapping[str, StageStatus]) -> str:
     """Between and after stages the machine names no stage: show the last one that ran."""
     for name in ("full", "quick"):
-        folds = stages.get(name, {}).get("folds", [])
-        done = sum(1 for f in folds if f["state"] == "Succeeded")
+        folds = stages[name].folds if name in stages else []
+        done = sum(1 for f in folds if f.state == "Succeeded")
         if done:
             return f"{done}/{len(folds)}"
     return ""

@@ -521,7 +521,7 @@ class Reconciler:
             approval=approval,
             previous_conditions=old.get("conditions"),
             warnings=spec.leaky_purge_warnings(),
-        )
+        ).to_dict()
         status["observedGeneration"] = meta.get("generation")
         status["specFingerprint"] = old.get("specFingerprint") or spec_fingerprint(spec)
         # The spec this run executes, as it was when it started (later edits are refused).

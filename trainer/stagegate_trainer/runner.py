@@ -40,6 +40,7 @@ from stagegate_core.stagemachine import (
     decide,
 )
 from stagegate_core.status import Clock, build_status, gates_failed
+from stagegate_core.statusmodel import DataStatus
 
 from . import steps
 from .report import fold_line, print_summary
@@ -411,9 +412,10 @@ class LocalRunner:
             warnings=self.spec.leaky_purge_warnings(),
         )
         if plan:
-            status["data"] = {"summary": plan.get("dataSummary"), "hash": plan.get("dataHash")}
-        self._conditions = status["conditions"]
-        return status
+            status.data = DataStatus(summary=plan.get("dataSummary"), hash=plan.get("dataHash"))
+        written = status.to_dict()
+        self._conditions = written["conditions"]
+        return written
 
     def _write_status(self) -> None:
         try:
