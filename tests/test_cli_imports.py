@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 FORBIDDEN = (
     "numpy", "pandas", "pyarrow", "lightgbm", "sklearn", "matplotlib", "ccxt", "boto3",
     "kopf", "stagegate_operator",
-    # The trainer image has no Kubernetes client: client.py imports it when a command connects.
-    "kubernetes",
+    # The trainer image has no Kubernetes client (client.py imports it when a command connects),
+    # the operator image neither it nor rich (render.py imports it when it draws).
+    "kubernetes", "rich",
 )  # fmt: skip
 # What `stagegate[cli]` alone leaves out (scipy: LightGBM's; botocore: boto3's).
 NOT_INSTALLED = (

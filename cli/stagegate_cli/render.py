@@ -7,14 +7,18 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
 from stagegate_core.formatting import parse_iso, percent
 from stagegate_core.metricnames import BASELINES, METRICS, snake
 
 from .common import phase
+
+# rich is imported once something is drawn: `stagegate --help`, `crd` and `submit --dry-run`
+# start fast and still work where it is absent (the operator image installs the same wheel).
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 _BASELINE_TITLES = {
     "majority": "majority",
@@ -38,12 +42,16 @@ FOLD_METRICS = ("accuracy", "recall", "rocAuc", "f1", "hitRateTp1")
 # ------------------------------------------------------------------------ consoles
 def make_console(stderr: bool = False) -> Console:
     """A console that does not fold fold lines or URIs at 80 columns when piped to a file."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else 140
     return Console(stderr=stderr, width=width, soft_wrap=True)
 
 
 def plain_console() -> Console:
+    from rich.console import Console
+
     # No syntax highlighting: numbers in fold lines stay plain text in pipes and terminals.
     return Console(highlight=False, soft_wrap=True)
 
@@ -128,6 +136,8 @@ def average_line(summary: Mapping[str, Any]) -> str:
 
 
 def summary_table(summary: Mapping[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{summary['stage']} stage: {summary['folds']} folds, out of sample")
     table.add_column("metric")
     table.add_column("model (mean ± std)", justify="right")
@@ -143,6 +153,8 @@ def summary_table(summary: Mapping[str, Any]) -> Table:
 
 
 def gates_table(summary: Mapping[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{summary['stage']} stage gates")
     table.add_column("gate")
     table.add_column("value", justify="right")
@@ -215,6 +227,8 @@ def stage_summary(stage: str, entry: Mapping[str, Any]) -> dict[str, Any] | None
 
 # ------------------------------------------------------------------------ plans and folds
 def plan_table(plan: Mapping[str, Any]) -> Table:
+    from rich.table import Table
+
     table = Table(
         title=(
             f"{plan['stage']} stage: {plan['foldCount']} folds, {plan['trainWindow']} window, "
@@ -242,6 +256,8 @@ def plan_table(plan: Mapping[str, Any]) -> Table:
 
 def fold_table(stage: str, entry: Mapping[str, Any]) -> Table:
     """A status's folds of one stage: where each stands, its periods and its metrics."""
+    from rich.table import Table
+
     plan = entry.get("plan") or {}
     table = Table(title=f"{stage} stage folds ({plan.get('trainWindow', '?')} window)")
     for column in ("fold", "state", "train", "test", "test rows", "trees"):

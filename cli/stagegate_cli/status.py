@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 from stagegate_core.approval import describe
 from stagegate_core.keys import APPROVAL_ANNOTATION
 from stagegate_core.spec import STAGES
@@ -16,6 +15,9 @@ from stagegate_core.spec import STAGES
 from .client import connect
 from .common import annotations_of, cluster_command, phase
 from .render import duration, fold_table, list_table, plain_console, print_summary, stage_summary
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _approval_line(tj: Mapping[str, Any]) -> str:

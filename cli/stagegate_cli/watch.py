@@ -7,10 +7,9 @@ import sys
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
 from stagegate_core import exitcodes
 from stagegate_core.keys import APPROVAL_ANNOTATION
 from stagegate_core.spec import STAGES
@@ -20,6 +19,9 @@ from .client import connect
 from .common import annotations_of, cluster_command, name_arg, phase
 from .errors import fail
 from .render import fold_status_line, plain_console, print_summary, stage_summary
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Watcher:

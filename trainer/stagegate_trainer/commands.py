@@ -23,6 +23,8 @@ from stagegate_core.spec import TrainingJobManifest, load_manifest
 
 from .report_command import report
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 # The trainer's expected errors, by where they are defined (importing them here would import
 # pandas): bad data, a look-ahead feature, unreachable storage, a run folder of another spec.
 expect(
@@ -31,8 +33,6 @@ expect(
     "stagegate_trainer.store:StoreError",
     "stagegate_trainer.steps:RunMismatchError",
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
 # What every step computes with. Checked before a command touches anything: with only
 # `stagegate[cli]` installed, `run` would otherwise fail half-way, after creating the run folder.
 NUMERIC_STACK = ("numpy", "pandas", "pyarrow", "lightgbm")
