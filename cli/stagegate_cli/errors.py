@@ -35,7 +35,7 @@ _registered: list[str] = []
 
 class Refused(Exception):
     """A command declines what it was asked (a decision on an ended run, a second decision, a
-    namespace contradiction, a stage with folds still missing); str() is the one line to show."""
+    namespace contradiction, a stage or report not there yet); str() is the one line to show."""
 
 
 def expect(*paths: str) -> None:
@@ -73,7 +73,8 @@ def friendly(fn: F) -> F: ...
 @overload
 def friendly(*, ctrl_c: bool) -> Callable[[F], F]: ...
 def friendly(fn: F | None = None, *, ctrl_c: bool = False) -> Any:
-    """Expected errors become `error: <one line>` and exit 2.
+    """Expected errors, and a package of `stagegate[trainer]` that is not installed, become
+    `error: <one line>` and exit 2.
 
     ctrl_c=True (the cluster commands, which only wait on the API server) also ends a Ctrl-C
     quietly with 130; the local commands leave it to click (`Aborted!`) and the runner.
