@@ -1,6 +1,6 @@
 """Time whole stages through the local runner against their compute floor, with peak memory.
 
-    PYTHONPATH=core:trainer .venv/bin/python bench/bench_stages.py [--stage quick|full|both]
+    PYTHONPATH=core:cli:trainer .venv/bin/python bench/bench_stages.py [--stage quick|full|both]
 
 What is measured (local run issue):
 
@@ -299,7 +299,7 @@ def main() -> None:
             cmd.append("--verbose")
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("core", "trainer")),
+            "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("core", "cli", "trainer")),
         }
         done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True, env=env)
         results[stage] = json.loads(done.stdout.strip().splitlines()[-1])

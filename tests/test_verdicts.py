@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from stagegate_cli.watch import watch_outcome
 from stagegate_core.spec import SpecError, parse_manifest
 from stagegate_core.status import gates_failed
-from stagegate_trainer.cluster_cli import watch_outcome
 
 from tests.support.runs import small_spec, stagegate
 

@@ -22,6 +22,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from stagegate_cli.render import fold_line, print_summary
 from stagegate_core import approval as approvals
 from stagegate_core import exitcodes, layout
 from stagegate_core.formatting import now_iso
@@ -43,7 +44,6 @@ from stagegate_core.status import Clock, build_status, gates_failed
 from stagegate_core.statusmodel import DataStatus
 
 from . import steps
-from .report import fold_line, print_summary
 from .workers import WorkerPool
 
 if TYPE_CHECKING:

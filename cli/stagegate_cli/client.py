@@ -5,8 +5,8 @@ It reads the kubeconfig as kubectl does (`--kubeconfig`, else $KUBECONFIG, else 
 (no kubeconfig, an unreachable API server, a missing TrainingJob or CRD) into a `ClusterError`
 whose message is one line, so the CLI can print it without a traceback.
 
-`kubernetes` is imported lazily: the local commands (`stagegate run`, the trainer steps) and the
-operator's imports of the spec model must not pay for it.
+`kubernetes` is imported lazily: the trainer image runs its steps through the same `stagegate`
+entry point without the client, and the local commands must not pay for it.
 """
 
 from __future__ import annotations

@@ -1,48 +1,51 @@
-"""The `stagegate` command line: thin wrappers over the spec, the steps and the local runner.
+"""The local `stagegate` commands: run, plan and the steps every Job of a TrainingJob runs
+(prepare, fold, summarise, final). stagegate_cli.main puts them on the root group.
 
-Every expected failure (bad manifest, bad data, unreachable storage) ends as one line on stderr
-naming the problem and a non-zero exit code, never as a bare traceback.
+They need the numeric stack, imported inside each command: with only `stagegate[cli]`
+installed this module still imports, and a command says it needs `stagegate[trainer]`.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import functools
+import importlib.util
 import json
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from stagegate_cli.errors import Refused, expect, friendly
+from stagegate_cli.render import fold_line, make_console, plan_table, print_summary
 from stagegate_core import approval as approvals
-from stagegate_core import exitcodes
-from stagegate_core.plan import PlanError
 from stagegate_core.results import fold_result, prepare_result, summary_result, write_result
-from stagegate_core.spec import SpecError, TrainingJobManifest, load_manifest
+from stagegate_core.spec import TrainingJobManifest, load_manifest
+
+from .report_command import report
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The trainer's expected errors, by where they are defined (importing them here would import
+# pandas): bad data, a look-ahead feature, unreachable storage, a run folder of another spec.
+expect(
+    "stagegate_trainer.data.errors:DataError",
+    "stagegate_trainer.lookahead:FeatureError",
+    "stagegate_trainer.store:StoreError",
+    "stagegate_trainer.steps:RunMismatchError",
+)
+# What every step computes with. Checked before a command touches anything: with only
+# `stagegate[cli]` installed, `run` would otherwise fail half-way, after creating the run folder.
+NUMERIC_STACK = ("numpy", "pandas", "pyarrow", "lightgbm")
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from .data import DataError
-    from .lookahead import FeatureError
-    from .steps import RunMismatchError
-    from .store import StoreError
 
-    return (SpecError, PlanError, DataError, FeatureError, StoreError, RunMismatchError)
-
-
-def friendly(fn: F) -> F:
-    """Turn the expected errors into `error: <one line>` and exit code 2."""
-
-    @functools.wraps(fn)
+def needs_trainer(command: F) -> F:
+    @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except _expected_errors() as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exitcodes.USAGE)
+        for name in NUMERIC_STACK:
+            if importlib.util.find_spec(name) is None:
+                # friendly() says which extra brings it, as for one missing half-way.
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return command(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
 
@@ -65,19 +68,7 @@ artifacts_opt = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="stagegate")
-def main() -> None:
-    """Stagegate: two-stage walk-forward training of LightGBM trading models."""
-    # In a pod this process is PID 1, which ignores SIGTERM unless it handles it: without this
-    # a deleted Job's pod would wait out its whole grace period.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(exitcodes.TERMINATED))
-    # `kill -USR1 <pid>` prints every thread's stack to stderr: how a run that seems stuck
-    # is diagnosed without stopping it.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
-
-
-@main.command()
+@click.command()
 @manifest_arg
 @click.option(
     "--mode", type=click.Choice(["quick", "full", "sequential"]), help="Override spec.mode."
@@ -100,6 +91,7 @@ def main() -> None:
     help="json: print only the final status object on stdout.",
 )
 @friendly
+@needs_trainer
 def run(
     manifest: str,
     mode: str | None,
@@ -112,7 +104,6 @@ def run(
 ) -> None:
     """Run the whole plan locally: quick stage, gate, full stage, final model."""
     from . import steps
-    from .report import make_console
     from .runner import LocalRunner
 
     parsed = _manifest(manifest, data, artifacts)
@@ -169,16 +160,16 @@ def _print_outcome(console: Any, status: dict[str, Any], code: int) -> None:
     console.print(f"  exit code {code}")
 
 
-@main.command()
+@click.command()
 @manifest_arg
 @data_opt
 @click.option("--output", type=click.Choice(["table", "json"]), default="table")
 @friendly
+@needs_trainer
 def plan(manifest: str, data: str | None, output: str) -> None:
     """Print the exact walk-forward plan of each stage (no training)."""
     from . import steps
     from .dataset import build_dataset
-    from .report import make_console, plan_table
 
     spec = _manifest(manifest, data, None).spec
     loaded = steps.load_data(spec)
@@ -195,11 +186,12 @@ def plan(manifest: str, data: str | None, output: str) -> None:
         console.print(plan_table(stage_plan))
 
 
-@main.command()
+@click.command()
 @manifest_arg
 @data_opt
 @artifacts_opt
 @friendly
+@needs_trainer
 def prepare(manifest: str, data: str | None, artifacts: str | None) -> None:
     """Snapshot the data, build the dataset and write plan.json (one step of a run)."""
     from . import steps
@@ -215,7 +207,7 @@ def prepare(manifest: str, data: str | None, artifacts: str | None) -> None:
     )
 
 
-@main.command()
+@click.command()
 @manifest_arg
 @click.option("--stage", type=click.Choice(["quick", "full"]), required=True)
 @click.option("--fold", "number", type=click.IntRange(min=1), required=True)
@@ -224,6 +216,7 @@ def prepare(manifest: str, data: str | None, artifacts: str | None) -> None:
 @click.option("--threads", type=click.IntRange(min=1), help="LightGBM threads (default: cores).")
 @click.option("--force", is_flag=True, help="Recompute even when metrics.json exists.")
 @friendly
+@needs_trainer
 def fold(
     manifest: str,
     stage: str,
@@ -235,7 +228,6 @@ def fold(
 ) -> None:
     """Train and evaluate one fold (prepares the run first if needed)."""
     from . import steps
-    from .report import fold_line
     from .runner import available_cores
 
     run_ = steps.open_run(_manifest(manifest, data, artifacts))
@@ -253,12 +245,13 @@ def fold(
     write_result(fold_result(outcome.metrics))
 
 
-@main.command()
+@click.command()
 @manifest_arg
 @data_opt
 @artifacts_opt
 @click.option("--threads", type=click.IntRange(min=1), help="LightGBM threads (default: cores).")
 @friendly
+@needs_trainer
 def final(manifest: str, data: str | None, artifacts: str | None, threads: int | None) -> None:
     """Train the production model on the latest window and write its model card."""
     from stagegate_core import layout
@@ -281,41 +274,25 @@ def final(manifest: str, data: str | None, artifacts: str | None, threads: int |
     write_result({"step": "final", "model": model, "modelCard": run_.store.uri(layout.MODEL_CARD)})
 
 
-@main.command()
+@click.command()
 @manifest_arg
 @click.option("--stage", type=click.Choice(["quick", "full"]), required=True)
 @artifacts_opt
 @friendly
+@needs_trainer
 def summarise(manifest: str, stage: str, artifacts: str | None) -> None:
     """Aggregate a stage's fold metrics, evaluate its gates and write summary.json."""
     from . import steps
-    from .report import make_console, print_summary
 
     run_ = steps.open_run(_manifest(manifest, None, artifacts))
     plan = steps.stage_plan(run_, stage)  # type: ignore[arg-type]  # click.Choice checked it
     done = steps.finished_folds(run_, stage)
     missing = [f.fold for f in plan.folds if f.fold not in done]
     if missing:
-        raise SpecError(f"{stage} stage: folds {missing} have no metrics.json yet")
+        raise Refused(f"{stage} stage: folds {missing} have no metrics.json yet")
     summary = steps.summarise(run_, stage)  # type: ignore[arg-type]
     print_summary(make_console(), summary)
     write_result(summary_result(summary))
 
 
-@main.command()
-def crd() -> None:
-    """Print the TrainingJob CRD generated from the spec model."""
-    from stagegate_core.crd import render_crd
-
-    click.echo(render_crd(), nl=False)
-
-
-# The cluster commands (submit, approve, reject, status, watch, logs, cancel) live apart.
-from .cluster_cli import register  # noqa: E402
-from .report_cli import register as register_report  # noqa: E402
-
-register(main)
-register_report(main)
-
-if __name__ == "__main__":
-    main()
+COMMANDS = (run, plan, prepare, fold, final, summarise, report)
