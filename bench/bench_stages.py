@@ -161,7 +161,7 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         plan = runner.run.store.read_json(layout.PLAN)
         out.update(
-            phase=result.status.get("phase"),
+            phase=result.status.phase,
             exit_code=result.exit_code,
             wall=wall,
             runner_wall=result.wall_seconds,

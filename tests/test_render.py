@@ -7,6 +7,7 @@ from typing import Any
 
 from stagegate_cli.render import age, duration, fmt, fold_line, fold_status_line
 from stagegate_core.formatting import parse_iso
+from stagegate_core.statusmodel import FoldStatus
 
 MODEL = {"accuracy": 0.625, "recall": 0.45, "rocAuc": 0.652, "f1": 0.47, "hitRateTp1": 0.51}
 SHOWN = "accuracy=62.5% recall=45.0% roc_auc=65.2% f1=0.47 hit_rate_tp1=51.0%"
@@ -21,9 +22,10 @@ def test_a_local_fold_line_and_a_status_fold_line_read_the_same() -> None:
         "bestIteration": 37,
     }
     assert fold_line(metrics) == f"Fold 1/5: {SHOWN} trees=37 | baseline roc_auc=0.50 f1=0.41"
-    fold = {"fold": 2, "metrics": MODEL}
+    fold = FoldStatus(fold=2, state="Succeeded", attempts=1, metrics=MODEL)
     assert fold_status_line("quick", fold, 4) == f"Fold 2/4: {SHOWN}  [quick]"
-    missing = fold_status_line("full", {"fold": 1, "metrics": {}, "bestIteration": 3}, 1)
+    bare = FoldStatus(fold=1, state="Succeeded", attempts=1, metrics={}, bestIteration=3)
+    missing = fold_status_line("full", bare, 1)
     assert missing == (
         "Fold 1/1: accuracy=- recall=- roc_auc=- f1=- hit_rate_tp1=- trees=3  [full]"
     )

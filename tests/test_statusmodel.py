@@ -9,6 +9,8 @@ from typing import Any, Union, get_args, get_origin
 
 import pytest
 from pydantic import BaseModel, ValidationError
+from stagegate_cli.common import status_of
+from stagegate_cli.errors import Refused
 from stagegate_core.statusmodel import TrainingJobStatus
 
 from tests.support.kube import KubeApi
@@ -195,3 +197,13 @@ def test_the_api_server_keeps_every_field_and_refuses_a_wrong_one(kube_api: Kube
     )
     assert status == 422, out
     assert "stages.full.folds[0].state" in str(out)
+
+
+def test_the_cli_names_the_field_of_a_status_it_cannot_read() -> None:
+    tj = {"metadata": {"name": "btc"}, "status": {"stages": {"quick": {"folds": []}}}}
+    with pytest.raises(Refused) as caught:
+        status_of(tj)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("trainingjobs.stagegate.io/btc has a status this stagegate cannot")
+    assert message.endswith("status: stages.quick.plan: required field is missing")

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from stagegate_cli.watch import watch_outcome
 from stagegate_core.spec import SpecError, parse_manifest
-from stagegate_core.status import gates_failed
+from stagegate_core.status import gates_failed as status_gates_failed
+from stagegate_core.statusmodel import TrainingJobStatus
 
 from tests.support.runs import small_spec, stagegate
 
@@ -78,7 +79,12 @@ def test_text_output_names_the_verdict_and_each_bar_ends_once(
 
 
 def _status(phase: str, **passed: bool) -> dict[str, Any]:
-    return {"phase": phase, "stages": {s: {"passed": p} for s, p in passed.items()}}
+    stages = {s: {"plan": {"foldCount": 1}, "folds": [], "passed": p} for s, p in passed.items()}
+    return {"phase": phase, "stages": stages}
+
+
+def gates_failed(status: dict[str, Any]) -> str | None:
+    return status_gates_failed(TrainingJobStatus.parse(status))
 
 
 def test_exit_code_5_is_the_last_stage_that_ran() -> None:

@@ -7,9 +7,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import click
-from stagegate_core.spec import PLURAL
+from pydantic import ValidationError
+from stagegate_core.spec import PLURAL, format_validation_error
+from stagegate_core.statusmodel import TrainingJobStatus
 
-from .errors import friendly
+from .errors import Refused, friendly
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,8 +36,21 @@ def cluster_command(fn: F) -> F:
     return fn
 
 
+def status_of(tj: Mapping[str, Any]) -> TrainingJobStatus:
+    """The TrainingJob's status, typed; one the API server holds but this version cannot read
+    is a clear error, not a traceback."""
+    try:
+        return TrainingJobStatus.parse(tj.get("status"))
+    except ValidationError as exc:
+        name = tj.get("metadata", {}).get("name", "?")
+        problem = format_validation_error(exc, "status")
+        raise Refused(
+            f"{RESOURCE}/{name} has a status this stagegate cannot read: {problem}"
+        ) from None
+
+
 def phase(tj: Mapping[str, Any]) -> str:
-    return str((tj.get("status") or {}).get("phase") or "Pending")
+    return status_of(tj).phase
 
 
 def annotations_of(tj: Mapping[str, Any]) -> Mapping[str, str]:

@@ -16,7 +16,7 @@ from stagegate_core.keys import (
 from stagegate_core.stagemachine import TERMINAL
 
 from .client import Cluster, connect
-from .common import RESOURCE, cluster_command, name_arg, phase
+from .common import RESOURCE, cluster_command, name_arg, phase, status_of
 from .errors import Refused
 
 
@@ -33,11 +33,11 @@ def decide(cluster: Cluster, name: str, decision: str, reason: str | None) -> No
     tj = cluster.get(name)
     refuse_if_terminal(tj, "approve" if decision == "approved" else "reject")
     who = cluster.whoami()
-    recorded = (tj.get("status") or {}).get("approval") or {}
-    if recorded.get("decision") in ("approved", "rejected"):
+    recorded = status_of(tj).approval
+    if recorded is not None and recorded.decision in ("approved", "rejected"):
         raise Refused(
-            f"{name} was already {recorded['decision']} by {recorded.get('by', '?')} "
-            f"at {recorded.get('at', '?')}"
+            f"{name} was already {recorded.decision} by {recorded.by or '?'} "
+            f"at {recorded.at or '?'}"
         )
     annotations: dict[str, str | None] = {
         APPROVAL_ANNOTATION: decision,

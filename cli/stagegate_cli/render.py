@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from stagegate_core.formatting import parse_iso, percent
 from stagegate_core.metricnames import BASELINES, METRICS, snake
+from stagegate_core.statusmodel import FoldStatus, Period, StageStatus, Stat, SummaryLine
 
-from .common import phase
+from .common import status_of
 
 # rich is imported once something is drawn: `stagegate --help`, `crd` and `submit --dry-run`
 # start fast and still work where it is absent (the operator image installs the same wheel).
@@ -87,10 +88,10 @@ def duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _period(span: Mapping[str, Any]) -> str:
-    if not span:
+def _period(span: Period) -> str:
+    if not span.to_dict():
         return "-"
-    return f"{str(span.get('start', ''))[:10]} → {str(span.get('end', ''))[:10]}"
+    return f"{(span.start or '')[:10]} → {(span.end or '')[:10]}"
 
 
 # ------------------------------------------------------------------------ fold lines
@@ -117,10 +118,10 @@ def fold_line(metrics: Mapping[str, Any]) -> str:
     return f"Fold {metrics['fold']}/{metrics['folds']}: {shown} | {baseline}"
 
 
-def fold_status_line(stage: str, fold: Mapping[str, Any], total: int) -> str:
+def fold_status_line(stage: str, fold: FoldStatus, total: int) -> str:
     """fold_line from a TrainingJob's status, which keeps no per-fold baselines."""
-    shown = _fold_metrics(fold.get("metrics") or {}, fold.get("bestIteration"))
-    return f"Fold {fold['fold']}/{total}: {shown}  [{stage}]"
+    shown = _fold_metrics(fold.metrics or {}, fold.bestIteration)
+    return f"Fold {fold.fold}/{total}: {shown}  [{stage}]"
 
 
 # ------------------------------------------------------------------------ stage summaries
@@ -211,18 +212,22 @@ def print_summary(console: Console, summary: Mapping[str, Any]) -> None:
     console.print(f"{summary['stage']} stage: {verdict}")
 
 
-def stage_summary(stage: str, entry: Mapping[str, Any]) -> dict[str, Any] | None:
+def stage_summary(stage: str, entry: StageStatus) -> dict[str, Any] | None:
     """A status's stage entry in the shape of the local summary.json that print_summary takes."""
-    if "summary" not in entry:
+    if entry.summary is None:
         return None
     return {
         "stage": stage,
-        "folds": (entry.get("plan") or {}).get("foldCount", len(entry.get("folds", []))),
-        "model": entry["summary"],
-        "baselines": entry.get("baselines") or {},
-        "gates": entry.get("gates") or [],
-        "passed": entry.get("passed"),
+        "folds": entry.plan.foldCount,
+        "model": _stats(entry.summary),
+        "baselines": {b: _stats(block) for b, block in (entry.baselines or {}).items()},
+        "gates": entry.gates or [],
+        "passed": entry.passed,
     }
+
+
+def _stats(block: Mapping[str, Stat]) -> dict[str, dict[str, Any]]:
+    return {metric: stat.to_dict() for metric, stat in block.items()}
 
 
 # ------------------------------------------------------------------------ plans and folds
@@ -254,30 +259,30 @@ def plan_table(plan: Mapping[str, Any]) -> Table:
     return table
 
 
-def fold_table(stage: str, entry: Mapping[str, Any]) -> Table:
+def fold_table(stage: str, entry: StageStatus) -> Table:
     """A status's folds of one stage: where each stands, its periods and its metrics."""
     from rich.table import Table
 
-    plan = entry.get("plan") or {}
-    table = Table(title=f"{stage} stage folds ({plan.get('trainWindow', '?')} window)")
+    table = Table(title=f"{stage} stage folds ({entry.plan.trainWindow or '?'} window)")
     for column in ("fold", "state", "train", "test", "test rows", "trees"):
         right = column in ("fold", "test rows", "trees")
         table.add_column(column, justify="right" if right else "left")
     for metric in FOLD_METRICS:
         table.add_column(snake(metric), justify="right")
-    for fold in entry.get("folds", []):
-        train, test = fold.get("train") or {}, fold.get("test") or {}
-        metrics = fold.get("metrics") or {}
-        state = str(fold.get("state", "?"))
-        if fold.get("error"):
-            state += f" ({fold['error'][:40]})"
+    for fold in entry.folds:
+        train, test = fold.train or Period(), fold.test or Period()
+        metrics = fold.metrics or {}
+        state: str = fold.state
+        if fold.error:
+            state += f" ({fold.error[:40]})"
         table.add_row(
-            str(fold["fold"]),
+            str(fold.fold),
             state,
             _period(train),
             _period(test),
-            f"{test['rows']:,}" if "rows" in test else "-",
-            str(fold.get("bestIteration", "-")),  # chosen by early stopping on the inner split
+            f"{test.rows:,}" if test.rows is not None else "-",
+            # chosen by early stopping on the inner split
+            str(fold.bestIteration) if fold.bestIteration is not None else "-",
             *[fmt(m, metrics.get(m)) for m in FOLD_METRICS],
         )
     return table
@@ -299,20 +304,20 @@ def list_table(items: Iterable[Mapping[str, Any]], namespaces: bool = False) -> 
     rows = [(["NAMESPACE"] if namespaces else []) + head]
     for tj in items:
         meta, spec = tj["metadata"], tj.get("spec") or {}
-        status = tj.get("status") or {}
-        summary = status.get("summary") or {}
+        status = status_of(tj)
+        summary = status.summary or SummaryLine()
         row = [meta["namespace"]] if namespaces else []
         row += [
             meta["name"],
             str(spec.get("symbol", "")),
             str(spec.get("timeframe", "M15")),
             str(spec.get("mode", "sequential")),
-            phase(tj),
-            str(status.get("progress") or "-"),
-            str(summary.get("accuracy", "-")),
-            str(summary.get("recall", "-")),
-            str(summary.get("rocAuc", "-")),
-            str(summary.get("expectedR", "-")),
+            status.phase,
+            status.progress or "-",
+            summary.accuracy or "-",
+            summary.recall or "-",
+            summary.rocAuc or "-",
+            summary.expectedR or "-",
             age(meta.get("creationTimestamp")),
         ]
         rows.append(row)

@@ -13,7 +13,7 @@ from stagegate_core.keys import APPROVAL_ANNOTATION
 from stagegate_core.spec import STAGES
 
 from .client import connect
-from .common import annotations_of, cluster_command, phase
+from .common import annotations_of, cluster_command, phase, status_of
 from .render import duration, fold_table, list_table, plain_console, print_summary, stage_summary
 
 if TYPE_CHECKING:
@@ -21,10 +21,9 @@ if TYPE_CHECKING:
 
 
 def _approval_line(tj: Mapping[str, Any]) -> str:
-    status = tj.get("status") or {}
-    recorded = status.get("approval") or {}
-    if recorded.get("decision"):
-        return describe(recorded)
+    recorded = status_of(tj).approval
+    if recorded is not None and recorded.decision:
+        return describe(recorded.to_dict())
     asked = annotations_of(tj).get(APPROVAL_ANNOTATION)
     if asked:
         return f"{asked} (annotation; applied at the gate)"
@@ -37,25 +36,25 @@ def _approval_line(tj: Mapping[str, Any]) -> str:
 
 def print_detail(console: Console, tj: Mapping[str, Any]) -> None:
     meta, spec = tj["metadata"], tj.get("spec") or {}
-    status = tj.get("status") or {}
-    eta = status.get("etaSeconds")
+    status = status_of(tj)
+    eta = status.etaSeconds
     lines = [
         ("Name", f"{meta['name']}  (namespace {meta['namespace']})"),
         ("Symbol", f"{spec.get('symbol')} {spec.get('timeframe', 'M15')}"),
         ("Mode", f"{spec.get('mode', 'sequential')}"),
-        ("Phase", f"{phase(tj)}  {status.get('progress') or ''}".rstrip()),
-        ("Message", str(status.get("message") or "-")),
+        ("Phase", f"{status.phase}  {status.progress or ''}".rstrip()),
+        ("Message", status.message or "-"),
         ("Approval", _approval_line(tj)),
-        ("Elapsed", duration(status.get("elapsedSeconds"))
+        ("Elapsed", duration(status.elapsedSeconds)
          + (f"  (ETA {duration(eta)})" if eta else "")),
     ]  # fmt: skip
-    lines += [(f"  {k}", v) for k, v in (status.get("artifacts") or {}).items()]
-    lines += [("Warning", w) for w in status.get("warnings") or []]
+    lines += [(f"  {k}", v) for k, v in (status.artifacts or {}).items()]
+    lines += [("Warning", w) for w in status.warnings or []]
     for key, value in lines:
         console.print(f"{key + ':':<11} {value}", markup=False)
     for stage in STAGES:
-        entry = (status.get("stages") or {}).get(stage)
-        if not entry:
+        entry = status.stage_status(stage)
+        if entry is None:
             continue
         console.print()
         console.print(fold_table(stage, entry))

@@ -14,9 +14,10 @@ from stagegate_core import exitcodes
 from stagegate_core.keys import APPROVAL_ANNOTATION
 from stagegate_core.spec import STAGES
 from stagegate_core.status import gates_failed
+from stagegate_core.statusmodel import FoldStatus
 
 from .client import connect
-from .common import annotations_of, cluster_command, name_arg, phase
+from .common import annotations_of, cluster_command, name_arg, phase, status_of
 from .errors import fail
 from .render import fold_status_line, plain_console, print_summary, stage_summary
 
@@ -34,34 +35,35 @@ class Watcher:
         self.summaries: set[str] = set()
 
     def update(self, tj: Mapping[str, Any]) -> None:
-        status = tj.get("status") or {}
-        now = phase(tj)
+        status = status_of(tj)
+        now = status.phase
         if now != self.phase:
             stamp = datetime.now(UTC).strftime("%H:%M:%S")
-            line = f"[{stamp}] {now}: {status.get('message') or ''}".rstrip(": ")
+            line = f"[{stamp}] {now}: {status.message or ''}".rstrip(": ")
             self.console.print(line, markup=False)
             self.phase = now
         for stage in STAGES:
-            entry = (status.get("stages") or {}).get(stage) or {}
-            folds = entry.get("folds") or []
-            for fold in sorted(folds, key=lambda f: f["fold"]):
-                self._fold(stage, fold, len(folds))
+            entry = status.stage_status(stage)
+            if entry is None:
+                continue
+            for fold in sorted(entry.folds, key=lambda f: f.fold):
+                self._fold(stage, fold, len(entry.folds))
             summary = stage_summary(stage, entry)
             if summary is not None and stage not in self.summaries:
                 self.summaries.add(stage)
                 print_summary(self.console, summary)
 
-    def _fold(self, stage: str, fold: Mapping[str, Any], total: int) -> None:
-        key = (stage, int(fold["fold"]))
-        state = str(fold.get("state"))
+    def _fold(self, stage: str, fold: FoldStatus, total: int) -> None:
+        key = (stage, fold.fold)
+        state = fold.state
         if self.folds.get(key) == state:
             return
         self.folds[key] = state
-        if state == "Succeeded" and fold.get("metrics"):
+        if state == "Succeeded" and fold.metrics:
             # markup=False: "[quick]" is text, not a rich style tag.
             self.console.print(fold_status_line(stage, fold, total), markup=False)
         elif state == "Retrying":
-            error = fold.get("error") or "failed"
+            error = fold.error or "failed"
             line = f"Fold {key[1]}/{total}: failed, retrying: {error}  [{stage}]"
             self.console.print(line, markup=False)
 
@@ -78,7 +80,7 @@ def watch_outcome(tj: Mapping[str, Any]) -> int | None:
         "rejected",
     ):
         return None
-    if gates_failed(tj.get("status") or {}):
+    if gates_failed(status_of(tj)):
         return exitcodes.GATES_FAILED
     return exitcodes.WATCH.get(now)
 

@@ -40,17 +40,17 @@ class Clock:
     fold_seconds: Mapping[str, list[float]] = field(default_factory=dict)  # per stage
 
 
-def gates_failed(status: Mapping[str, Any]) -> str | None:
+def gates_failed(status: TrainingJobStatus) -> str | None:
     """The stage whose failed gates a Succeeded run ends with, else None.
 
     A run can complete with failed gates (mode quick; an explicit approval past a failed full
     stage); its exit code (5) and outcome line must say so, or a script reads it as a pass.
     """
-    if status.get("phase") != "Succeeded":
+    if status.phase != "Succeeded":
         return None
-    stages = status.get("stages") or {}
-    last = next((s for s in ("full", "quick") if "passed" in (stages.get(s) or {})), None)
-    return last if last is not None and not stages[last]["passed"] else None
+    stages = status.stages or {}
+    summarised = [s for s in ("full", "quick") if s in stages and stages[s].summarised]
+    return summarised[0] if summarised and not stages[summarised[0]].passed else None
 
 
 def expected_r_text(decision: Mapping[str, Any]) -> str:

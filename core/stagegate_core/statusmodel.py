@@ -103,11 +103,13 @@ class SummaryLine(_Part):
 
 
 class Approval(_Part):
+    """Who decided the gate (see approval.py); readers show `?` for a part a record lacks."""
+
     decision: str
-    by: str
-    via: str
-    at: str
-    gate: str
+    by: str | None = None
+    via: str | None = None
+    at: str | None = None
+    gate: str | None = None
     reason: str | None = None
 
 

@@ -20,6 +20,7 @@ from stagegate_cli.render import fold_line, make_console, plan_table, print_summ
 from stagegate_core import approval as approvals
 from stagegate_core.results import fold_result, prepare_result, summary_result, write_result
 from stagegate_core.spec import TrainingJobManifest, load_manifest
+from stagegate_core.statusmodel import TrainingJobStatus
 
 from .report_command import report
 
@@ -128,29 +129,29 @@ def run(
     result = runner.execute()
     status = result.status
     if output == "json":
-        click.echo(json.dumps(status, indent=2, sort_keys=True))
+        click.echo(json.dumps(status.to_dict(), indent=2, sort_keys=True))
     else:
         _print_outcome(console, status, result.exit_code)
     sys.exit(result.exit_code)
 
 
-def _print_outcome(console: Any, status: dict[str, Any], code: int) -> None:
+def _print_outcome(console: Any, status: TrainingJobStatus, code: int) -> None:
     from stagegate_core.status import gates_failed
 
-    phase = status["phase"]
+    phase = status.phase
     failed_stage = gates_failed(status)
     colour = {"Succeeded": "green", "AwaitingApproval": "yellow"}.get(phase, "red")
     if failed_stage:
         colour = "yellow"
     console.print(
-        f"[bold {colour}]{phase}[/bold {colour}]: {status['message']}  "
-        f"({status['elapsedSeconds']:.1f} s)"
+        f"[bold {colour}]{phase}[/bold {colour}]: {status.message}  "
+        f"({status.elapsedSeconds or 0.0:.1f} s)"
     )
     if failed_stage:
         console.print(f"  completed, gates failed: the {failed_stage} stage did not pass its gates")
-    for warning in status.get("warnings", []):
+    for warning in status.warnings or []:
         console.print(f"  [yellow]Warning: {warning}[/yellow]")
-    for name, uri in status.get("artifacts", {}).items():
+    for name, uri in (status.artifacts or {}).items():
         console.print(f"  {name}: {uri}")
     if phase == "AwaitingApproval":
         console.print(

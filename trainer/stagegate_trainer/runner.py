@@ -41,7 +41,7 @@ from stagegate_core.stagemachine import (
     decide,
 )
 from stagegate_core.status import Clock, build_status, gates_failed
-from stagegate_core.statusmodel import DataStatus
+from stagegate_core.statusmodel import DataStatus, TrainingJobStatus
 
 from . import steps
 from .workers import WorkerPool
@@ -61,7 +61,7 @@ def available_cores() -> int:
 
 @dataclass
 class RunResult:
-    status: dict[str, Any]
+    status: TrainingJobStatus
     exit_code: int
     wall_seconds: float
     fit_seconds: dict[str, float] = field(default_factory=dict)  # per stage, bare fits
@@ -134,7 +134,7 @@ class LocalRunner:
         self._summarised: dict[str, bool] = {}
         self._metrics: dict[str, dict[int, dict[str, Any]]] = {}
         self._conditions: list[dict[str, str]] | None = None
-        self._status: dict[str, Any] = {}
+        self._status = TrainingJobStatus()
 
     # ------------------------------------------------------------------ observe
     def observe(self, pool: WorkerPool, cancelled: bool = False) -> Observation:
@@ -375,7 +375,7 @@ class LocalRunner:
 
     def _build_status(
         self, decision: Decision, obs: Observation, started: str, t0: float
-    ) -> dict[str, Any]:
+    ) -> TrainingJobStatus:
         store = self.run.store
         plan = store.read_json(layout.PLAN) if store.exists(layout.PLAN) else None
         plans: dict[str, Any] = (
@@ -413,12 +413,11 @@ class LocalRunner:
         )
         if plan:
             status.data = DataStatus(summary=plan.get("dataSummary"), hash=plan.get("dataHash"))
-        written = status.to_dict()
-        self._conditions = written["conditions"]
-        return written
+        self._conditions = [c.to_dict() for c in status.conditions or []]
+        return status
 
     def _write_status(self) -> None:
         try:
-            self.run.store.write_json("status.json", self._status)
+            self.run.store.write_json("status.json", self._status.to_dict())
         except Exception as exc:  # the status file is a convenience; the run's result stands
             self.console.print(f"[yellow]could not write status.json: {exc}[/yellow]")
