@@ -1,8 +1,9 @@
 """Every failure ends or shows: refusals on the first pass, failed attempts as Warning Events,
 API errors as status messages, the summary step bounded, child names that fit, shared storage.
 
-One reconcile pass runs against a small in-memory API (no cluster): it records what the
-operator creates, deletes, patches and announces, and can answer chosen errors.
+One reconcile pass runs against a small in-memory API (no cluster, tests/support/fakekube.py):
+it records what the operator creates, deletes, patches and announces, and can answer chosen
+errors.
 """
 
 from __future__ import annotations
@@ -24,86 +25,23 @@ from stagegate_operator.failures import (
     new_failed_attempts,
 )
 from stagegate_operator.kubeapi import ApiError
+from stagegate_operator.mergepatch import merge_diff
 from stagegate_operator.metrics import OperatorMetrics
 from stagegate_operator.observe import Memory, observe, recall, spent_attempts
-from stagegate_operator.reconcile import Reconciler, merge_diff
+from stagegate_operator.reconcile import Reconciler
 
-S3 = {"uri": "s3://models/runs", "secretRef": {"name": "creds"}}
+from tests.support.fakekube import S3, FakeApi, reconciler, run_pass, trainingjob
 
 
 def spec(**fields: Any) -> TrainingJobSpec:
     return TrainingJobSpec.model_validate({"symbol": "BTC/USDT", **fields})
 
 
-class FakeApi:
-    """The calls the Reconciler makes, kept in memory; `errors[(verb, plural)]` answers one."""
-
-    def __init__(self, tj: dict[str, Any]) -> None:
-        self.tj = tj
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # (plural, name)
-        self.events: list[dict[str, Any]] = []
-        self.deleted: list[str] = []
-        self.errors: dict[tuple[str, str], ApiError] = {}
-
-    async def request(self, method: str, path: str, **_: Any) -> Any:
-        assert method == "GET" and "/trainingjobs/" in path, path
-        return copy.deepcopy(self.tj)
-
-    async def list(self, gv: str, ns: str, plural: str, selector: str) -> list[dict[str, Any]]:
-        return [copy.deepcopy(o) for (p, _), o in self.objects.items() if p == plural]
-
-    async def create(self, gv: str, ns: str, plural: str, body: Any) -> Any:
-        if (error := self.errors.get(("create", plural))) is not None:
-            raise error
-        if plural == "events":
-            self.events.append(body)
-            return body
-        self.objects[(plural, body["metadata"]["name"])] = copy.deepcopy(body)
-        return body
-
-    async def delete(self, gv: str, ns: str, plural: str, name: str, *, propagation: str) -> None:
-        self.deleted.append(name)
-        self.objects.pop((plural, name), None)
-
-    async def patch_status(self, gv: str, ns: str, plural: str, name: str, patch: Any) -> Any:
-        status = self.tj.setdefault("status", {})
-        _merge(status, patch)
-        return copy.deepcopy(self.tj["metadata"])  # the real client asks for metadata only
-
-    def warnings(self, reason: str | None = None) -> list[str]:
-        return [
-            e["message"]
-            for e in self.events
-            if e["type"] == "Warning" and (reason is None or e["reason"] == reason)
-        ]
-
-
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
-
-
-def trainingjob(name: str = "btc", **spec_fields: Any) -> dict[str, Any]:
-    fields = {"artifacts": S3, **spec_fields}
-    return {
-        "apiVersion": "stagegate.io/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name, "namespace": "ns", "uid": "uid-1", "generation": 1},
-        "spec": {"symbol": "BTC/USDT", "mode": "quick", **fields},
-    }
-
-
 def reconcile(api: FakeApi, defaults: TrainerDefaults | None = None) -> Reconciler:
-    reconciler = Reconciler(api, OperatorMetrics(), clock=lambda: 1_700_000_000.0,  # type: ignore[arg-type]
-                            defaults=defaults)  # fmt: skip
-    meta = api.tj["metadata"]
-    asyncio.run(reconciler.reconcile(meta["namespace"], meta["name"]))
-    return reconciler
+    """A new operator's first pass."""
+    made = reconciler(api, defaults)
+    run_pass(made, api)
+    return made
 
 
 def failed_job(name: str, step: str, stage: str, failed: int, limit: int) -> dict[str, Any]:

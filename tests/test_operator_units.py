@@ -302,7 +302,7 @@ def test_bad_default_resources_are_refused_at_start() -> None:
 
 
 def test_status_patches_carry_only_changes_and_never_nulls() -> None:
-    from stagegate_operator.reconcile import merge_diff, pruned
+    from stagegate_operator.mergepatch import merge_diff, pruned
 
     old = {"phase": "Quick", "etaSeconds": 12.0, "stages": {"quick": {"folds": [1], "x": 1}}}
     new = pruned(

@@ -7,10 +7,11 @@ query against a real Prometheus scraping a running operator.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from stagegate_core.formatting import parse_iso
 from stagegate_core.metricnames import BASELINES, METRICS, snake
 from stagegate_core.stagemachine import PHASES
 
@@ -166,6 +167,26 @@ class OperatorMetrics:
             exported.add((stage, "summary"))
             self._stage(labels, stage, entry)
 
+    def count_changes(
+        self,
+        old: Mapping[str, Any],
+        new: Mapping[str, Any],
+        fold_seconds: Sequence[tuple[str, float | None]],
+        now: float,
+    ) -> None:
+        """Count what a written status changed. `fold_seconds`: (stage, wall time if known) of
+        each fold whose result this pass harvested."""
+        for stage, failures in _new_failures(old, new).items():
+            self.folds.labels(stage, "failed").inc(failures)
+        for stage, seconds in fold_seconds:
+            self.folds.labels(stage, "succeeded").inc()
+            if seconds is not None:
+                self.fold_duration.labels(stage).observe(seconds)
+        if old.get("phase") == "AwaitingApproval" and new.get("phase") != "AwaitingApproval":
+            since = parse_iso(old.get("phaseSince"))
+            if since is not None:
+                self.awaiting_approval.observe(max(0.0, now - since))
+
     def _stage(self, labels: tuple[str, ...], stage: str, entry: Mapping[str, Any]) -> None:
         for metric in METRICS:
             stats = entry["summary"][metric]
@@ -205,3 +226,23 @@ class OperatorMetrics:
             counts[phase] = counts.get(phase, 0) + 1
         for phase, count in counts.items():
             self.trainingjobs.labels(phase).set(count)
+
+
+def _failures(status: Mapping[str, Any]) -> dict[tuple[str, int], int]:
+    """Failed attempts of each fold in a status."""
+    out = {}
+    for stage, entry in (status.get("stages") or {}).items():
+        for fold in entry.get("folds", []):
+            done = 1 if fold.get("state") == "Succeeded" else 0
+            out[(stage, fold["fold"])] = fold.get("attempts", 0) - done
+    return out
+
+
+def _new_failures(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, int]:
+    before = _failures(old)
+    counts: dict[str, int] = {}
+    for (stage, fold), failures in _failures(new).items():
+        extra = failures - before.get((stage, fold), 0)
+        if extra > 0:
+            counts[stage] = counts.get(stage, 0) + extra
+    return counts
