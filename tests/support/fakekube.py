@@ -33,13 +33,16 @@ class FakeApi:
         self.errors: dict[tuple[str, str], ApiError] = {}
         # Writes in order: (verb, plural, name); an Event's name here is its reason.
         self.calls: list[tuple[str, str, str]] = []
+        self.patches: list[dict[str, Any]] = []  # the status patches, in order
+        self.gone = False  # the TrainingJob was deleted
 
     async def request(self, method: str, path: str, **_: Any) -> Any:
         assert method == "GET", (method, path)
         plural, name = path.rstrip("/").split("/")[-2:]
         if plural == "trainingjobs":
-            return copy.deepcopy(self.tj)
-        found = self.objects.get((plural, name))
+            found = None if self.gone else self.tj
+        else:
+            found = self.objects.get((plural, name))
         if found is None:
             raise ApiError(404, "NotFound", f'{plural} "{name}" not found')
         return copy.deepcopy(found)
@@ -65,6 +68,7 @@ class FakeApi:
 
     async def patch_status(self, gv: str, ns: str, plural: str, name: str, patch: Any) -> Any:
         self.calls.append(("patch", f"{plural}/status", name))
+        self.patches.append(copy.deepcopy(patch))
         status = self.tj.setdefault("status", {})
         _merge(status, patch)
         return copy.deepcopy(self.tj["metadata"])  # the real client asks for metadata only
@@ -88,6 +92,9 @@ class FakeApi:
     def deliver(self, cache: ObjectCache) -> None:
         """Bring `cache` up to date with the TrainingJob and its Jobs, as the watches would."""
         namespace, name = self.tj["metadata"]["namespace"], self.tj["metadata"]["name"]
+        if self.gone:
+            cache.drop_trainingjob(namespace, name)
+            return
         cache.put_trainingjob(copy.deepcopy(self.tj))
         for (plural, _), job in self.objects.items():
             if plural == "jobs":
