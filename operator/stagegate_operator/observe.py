@@ -1,5 +1,6 @@
 """From what the cluster shows to what the stage machine needs. No I/O: the reconciler hands in
-the status, Jobs and pods it read; `harvest` records new results into the `Memory` it is given.
+the status, the Jobs (from its watch-fed cache) and the pods it read; `harvest` records new
+results into the `Memory` it is given.
 
 The operator's memory is the TrainingJob status: results harvested from finished pods'
 termination messages are written there, so they survive the Jobs' TTL and operator restarts.
