@@ -111,16 +111,16 @@ class Reconciler:
         observation = observe(
             memory, jobs, pods, children.step_names(name), annotations, spec.max_retries
         )
-        # Decide.
-        decision = pending.apply(
-            decide(spec, observation), stuck, spec.pending_timeout_seconds, now
-        )
         for attempts in failing.new_failed_attempts(
             jobs, pods, memory.carried, memory.reported, spec.max_retries
         ):
             await self.events.warn(body, "StepFailed", attempts.message())
+        # Decide.
+        decision = pending.apply(
+            decide(spec, observation), stuck, spec.pending_timeout_seconds, now
+        )
         approval = statusbuild.approval_record(status, decision, annotations, now)
-        # Act.
+        # Act: the Jobs first, then the status (which says how acting went) and its Events.
         decision = await self._act(body, spec, decision, jobs, approval, memory)
         new_status = statusbuild.operator_status(
             meta=body["metadata"], spec=spec, fingerprint=given.fingerprint, old=status,
