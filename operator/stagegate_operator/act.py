@@ -84,7 +84,8 @@ class Actor:
             case Summarise(stage=stage):
                 wanted = children.summary_job(owner, stage)
             case StartFinal():
-                # Without a recorded approval the gates approved (a final-only run).
+                # The machine starts it only past an approved gate, so `approval` is that
+                # gate's record; the fallback only keeps the pod's contract (it always gets one).
                 wanted = children.final_job(
                     owner, approval or approvals.record("approved", "gates", "gates", "", "final")
                 )
