@@ -1,8 +1,9 @@
 """Every failure ends or shows: refusals on the first pass, failed attempts as Warning Events,
 API errors as status messages, the summary step bounded, child names that fit, shared storage.
 
-One reconcile pass runs against a small in-memory API (no cluster): it records what the
-operator creates, deletes, patches and announces, and can answer chosen errors.
+One reconcile pass runs against a small in-memory API (no cluster, tests/support/fakekube.py):
+it records what the operator creates, deletes, patches and announces, and can answer chosen
+errors.
 """
 
 from __future__ import annotations
@@ -24,86 +25,30 @@ from stagegate_operator.failures import (
     new_failed_attempts,
 )
 from stagegate_operator.kubeapi import ApiError
+from stagegate_operator.mergepatch import merge_diff
 from stagegate_operator.metrics import OperatorMetrics
-from stagegate_operator.observe import Memory, observe, recall, spent_attempts
-from stagegate_operator.reconcile import Reconciler, merge_diff
+from stagegate_operator.observe import Memory, observe, spent_attempts
+from stagegate_operator.reconcile import Reconciler
 
-S3 = {"uri": "s3://models/runs", "secretRef": {"name": "creds"}}
+from tests.support.fakekube import (
+    S3,
+    FakeApi,
+    recall_status,
+    reconciler,
+    run_pass,
+    trainingjob,
+)
 
 
 def spec(**fields: Any) -> TrainingJobSpec:
     return TrainingJobSpec.model_validate({"symbol": "BTC/USDT", **fields})
 
 
-class FakeApi:
-    """The calls the Reconciler makes, kept in memory; `errors[(verb, plural)]` answers one."""
-
-    def __init__(self, tj: dict[str, Any]) -> None:
-        self.tj = tj
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}  # (plural, name)
-        self.events: list[dict[str, Any]] = []
-        self.deleted: list[str] = []
-        self.errors: dict[tuple[str, str], ApiError] = {}
-
-    async def request(self, method: str, path: str, **_: Any) -> Any:
-        assert method == "GET" and "/trainingjobs/" in path, path
-        return copy.deepcopy(self.tj)
-
-    async def list(self, gv: str, ns: str, plural: str, selector: str) -> list[dict[str, Any]]:
-        return [copy.deepcopy(o) for (p, _), o in self.objects.items() if p == plural]
-
-    async def create(self, gv: str, ns: str, plural: str, body: Any) -> Any:
-        if (error := self.errors.get(("create", plural))) is not None:
-            raise error
-        if plural == "events":
-            self.events.append(body)
-            return body
-        self.objects[(plural, body["metadata"]["name"])] = copy.deepcopy(body)
-        return body
-
-    async def delete(self, gv: str, ns: str, plural: str, name: str, *, propagation: str) -> None:
-        self.deleted.append(name)
-        self.objects.pop((plural, name), None)
-
-    async def patch_status(self, gv: str, ns: str, plural: str, name: str, patch: Any) -> Any:
-        status = self.tj.setdefault("status", {})
-        _merge(status, patch)
-        return copy.deepcopy(self.tj["metadata"])  # the real client asks for metadata only
-
-    def warnings(self, reason: str | None = None) -> list[str]:
-        return [
-            e["message"]
-            for e in self.events
-            if e["type"] == "Warning" and (reason is None or e["reason"] == reason)
-        ]
-
-
-def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
-    for key, value in patch.items():
-        if value is None:
-            target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
-
-
-def trainingjob(name: str = "btc", **spec_fields: Any) -> dict[str, Any]:
-    fields = {"artifacts": S3, **spec_fields}
-    return {
-        "apiVersion": "stagegate.io/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": {"name": name, "namespace": "ns", "uid": "uid-1", "generation": 1},
-        "spec": {"symbol": "BTC/USDT", "mode": "quick", **fields},
-    }
-
-
 def reconcile(api: FakeApi, defaults: TrainerDefaults | None = None) -> Reconciler:
-    reconciler = Reconciler(api, OperatorMetrics(), clock=lambda: 1_700_000_000.0,  # type: ignore[arg-type]
-                            defaults=defaults)  # fmt: skip
-    meta = api.tj["metadata"]
-    asyncio.run(reconciler.reconcile(meta["namespace"], meta["name"]))
-    return reconciler
+    """A new operator's first pass."""
+    made = reconciler(api, defaults)
+    run_pass(made, api)
+    return made
 
 
 def failed_job(name: str, step: str, stage: str, failed: int, limit: int) -> dict[str, Any]:
@@ -228,7 +173,17 @@ def test_a_summary_job_past_its_retries_ends_the_run_failed() -> None:
         "prepared": {"stages": {"quick": {"foldCount": 1}}},
         "stages": {
             "quick": {
-                "folds": [{"fold": 1, "metrics": {}, "state": "Succeeded", "train": {}, "test": {}}]
+                "plan": {"foldCount": 1},
+                "folds": [
+                    {
+                        "fold": 1,
+                        "metrics": {},
+                        "state": "Succeeded",
+                        "attempts": 1,
+                        "train": {},
+                        "test": {},
+                    }
+                ],
             }
         },
     }
@@ -264,7 +219,7 @@ def test_attempts_of_a_recreated_job_stay_counted() -> None:
         "status": {"failed": 1, "conditions": [{"type": "Complete", "status": "True"}]},
     }  # fmt: skip
     assert spent_attempts(complete) == 2
-    memory = recall({"carriedFailures": {"btc-prepare": 2}})
+    memory = recall_status({"carriedFailures": {"btc-prepare": 2}})
     names = {"prepare": "btc-prepare", "fold": lambda s, n: f"btc-{s}-fold-{n:02d}",
              "final": "btc-final", "summary": lambda s: f"btc-{s}-summary"}  # fmt: skip
     obs = observe(memory, {}, [], names, {}, max_retries=1)
@@ -289,7 +244,7 @@ def test_each_failed_attempt_is_reported_once() -> None:
     again = new_failed_attempts(jobs, [], {}, reported, max_retries=2)
     assert [(a.first, a.last) for a in again] == [(2, 3)] and reported == {"btc-quick-fold-03": 3}
     # Counted in the status, so a restarted operator does not announce them again.
-    assert recall({"reportedFailures": reported}).reported == reported
+    assert recall_status({"reportedFailures": reported}).reported == reported
 
 
 def test_events_are_rate_limited_and_the_held_back_ones_counted() -> None:
@@ -360,7 +315,7 @@ def test_memory_fields_survive_a_status_round_trip() -> None:
     memory = Memory(carried={"a": 1}, reported={"a": 2})
     status = {"carriedFailures": memory.carried, "reportedFailures": memory.reported}
     assert merge_diff(status, status) == {}
-    again = recall(status)
+    again = recall_status(status)
     assert (again.carried, again.reported) == (memory.carried, memory.reported)
 
 

@@ -14,9 +14,12 @@ from stagegate_core.results import encode
 from stagegate_core.spec import TrainingJobSpec
 from stagegate_core.stagemachine import decide
 from stagegate_core.status import Clock, build_status
+from stagegate_core.statusmodel import TrainingJobStatus
 from stagegate_operator import children, main
 from stagegate_operator.defaults import BUILTIN_IMAGE, TrainerDefaults
-from stagegate_operator.observe import Memory, harvest, job_step, observe, recall
+from stagegate_operator.observe import Memory, harvest, job_step, observe
+
+from tests.support.fakekube import recall_status
 
 CMD = ("stagegate",)
 
@@ -227,7 +230,7 @@ def test_harvest_observe_and_recall_round_trip() -> None:
         artifacts={"run": "s3://b/r"},
     ).to_dict()
     status["prepared"] = memory.prepared
-    again = recall(status)
+    again = recall_status(status)
     assert again.prepared == memory.prepared
     assert again.folds["quick"][1]["model"]["rocAuc"] == 0.55
     assert set(again.folds["quick"]) == {1}
@@ -302,7 +305,7 @@ def test_bad_default_resources_are_refused_at_start() -> None:
 
 
 def test_status_patches_carry_only_changes_and_never_nulls() -> None:
-    from stagegate_operator.reconcile import merge_diff, pruned
+    from stagegate_operator.mergepatch import merge_diff, pruned
 
     old = {"phase": "Quick", "etaSeconds": 12.0, "stages": {"quick": {"folds": [1], "x": 1}}}
     new = pruned(
@@ -347,7 +350,7 @@ def test_recall_keeps_the_stage_decision_across_an_operator_restart() -> None:
 
     first = built({"quick": summary})
     assert first["stages"]["quick"]["decision"] == summary["decision"]
-    again = built(recall(first).summaries)
+    again = built(recall_status(first).summaries)
     assert again["stages"]["quick"] == first["stages"]["quick"]
     assert again["summary"]["expectedR"] == "-0.12R (≥-0.30)"
 
@@ -357,7 +360,9 @@ def test_a_deleted_trainingjob_leaves_no_series_and_others_stay() -> None:
     from stagegate_operator.metrics import OperatorMetrics
 
     metrics = OperatorMetrics()
-    status = {"phase": "Quick", "stages": {"quick": {"folds": [{"fold": 1}, {"fold": 2}]}}}
+    folds = [{"fold": n, "state": "Running", "attempts": 1} for n in (1, 2)]
+    stages = {"quick": {"plan": {"foldCount": 2}, "folds": folds}}
+    status = TrainingJobStatus.parse({"phase": "Quick", "stages": stages})
     for namespace, name in (("a", "gone"), ("a", "kept"), ("b", "gone")):
         metrics.record(namespace, name, spec(), status, 3.0)
     metrics.forget("a", "gone")

@@ -27,7 +27,7 @@ def test_results_errors_and_deaths_are_tied_to_their_task() -> None:
         assert not done["bad"].ok and done["bad"].error.startswith("ValueError: invalid literal")
 
         pool.submit("slow", time.sleep, 30)
-        pid = pool.pid_of("slow")
+        pid = next(w.process.pid for w in pool._workers if w.key == "slow")
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         died = _collect(pool)

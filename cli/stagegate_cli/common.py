@@ -50,7 +50,7 @@ def status_of(tj: Mapping[str, Any]) -> TrainingJobStatus:
 
 
 def phase(tj: Mapping[str, Any]) -> str:
-    return status_of(tj).phase
+    return status_of(tj).shown_phase
 
 
 def annotations_of(tj: Mapping[str, Any]) -> Mapping[str, str]:

@@ -312,7 +312,7 @@ def list_table(items: Iterable[Mapping[str, Any]], namespaces: bool = False) -> 
             str(spec.get("symbol", "")),
             str(spec.get("timeframe", "M15")),
             str(spec.get("mode", "sequential")),
-            status.phase,
+            status.shown_phase,
             status.progress or "-",
             summary.accuracy or "-",
             summary.recall or "-",

@@ -42,7 +42,7 @@ def print_detail(console: Console, tj: Mapping[str, Any]) -> None:
         ("Name", f"{meta['name']}  (namespace {meta['namespace']})"),
         ("Symbol", f"{spec.get('symbol')} {spec.get('timeframe', 'M15')}"),
         ("Mode", f"{spec.get('mode', 'sequential')}"),
-        ("Phase", f"{status.phase}  {status.progress or ''}".rstrip()),
+        ("Phase", f"{status.shown_phase}  {status.progress or ''}".rstrip()),
         ("Message", status.message or "-"),
         ("Approval", _approval_line(tj)),
         ("Elapsed", duration(status.elapsedSeconds)

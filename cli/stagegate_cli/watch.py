@@ -36,7 +36,7 @@ class Watcher:
 
     def update(self, tj: Mapping[str, Any]) -> None:
         status = status_of(tj)
-        now = status.phase
+        now = status.shown_phase
         if now != self.phase:
             stamp = datetime.now(UTC).strftime("%H:%M:%S")
             line = f"[{stamp}] {now}: {status.message or ''}".rstrip(": ")

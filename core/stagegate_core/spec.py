@@ -1,9 +1,10 @@
 """The TrainingJob spec: the single source of truth for the manifest, its defaults and the CRD.
 
 Everything a user can write under `spec:` is declared here once. The CRD's openAPIV3Schema is
-generated from these models (see `crd.py`); the CLI and the local runner parse manifests through
-`load_manifest` / `parse_manifest`, and the operator validates a TrainingJob's `spec` with the
-same `TrainingJobSpec`, so a field means the same everywhere.
+generated from these models (see `crd.py`); the CLI parses manifests through `load_manifest` /
+`parse_manifest` (for the local runner it hands them to, and in every step pod, which reads the
+operator's ConfigMap), and the operator validates a TrainingJob's `spec` with the same
+`TrainingJobSpec`, so a field means the same everywhere.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ class DataStatus(_Part):
 
 
 class TrainingJobStatus(_Part):
-    phase: Phase = "Pending"
+    phase: Phase | None = None  # None: not reconciled yet (shown as Pending)
     stage: str | None = None
     progress: str | None = None
     message: str | None = None
@@ -150,6 +150,11 @@ class TrainingJobStatus(_Part):
     prepared: dict[str, Any] | None = None
     carriedFailures: dict[str, int] | None = None
     reportedFailures: dict[str, int] | None = None
+
+    @property
+    def shown_phase(self) -> str:
+        """The phase as people and metrics see it: Pending until the first pass."""
+        return self.phase or "Pending"
 
     @classmethod
     def parse(cls, status: Any) -> TrainingJobStatus:

@@ -9,6 +9,7 @@ what is cached is ignored.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from .children import LABEL_TJ
@@ -67,6 +68,23 @@ class ObjectCache:
             self._trainingjobs[key] = obj
             return True
         return False
+
+    def put_status_write(
+        self, body: Mapping[str, Any], written: Mapping[str, Any], status: dict[str, Any]
+    ) -> None:
+        """Cache a TrainingJob as our status write left it (`written`: the metadata the write
+        answered), so the next pass sees its own write.
+
+        A status write changes the status and the metadata only, and only this operator writes
+        the status (the chart grants it to no one else). The spec is another matter: one
+        changed while the pass ran (a new generation) is not in `body`, and caching `body`'s
+        spec under the newer resourceVersion would make the cache drop the watch event that
+        brings it. Then the cache is left for that event to update.
+        """
+        meta = body["metadata"]
+        current = self.trainingjob(meta["namespace"], meta["name"]) or body
+        if current["metadata"].get("generation") == written.get("generation"):
+            self.put_trainingjob({**current, "metadata": dict(written), "status": status})
 
     def drop_trainingjob(self, namespace: str, name: str) -> None:
         self._trainingjobs.pop((namespace, name), None)

@@ -19,6 +19,7 @@ from stagegate_core.spec import API_GROUP, API_VERSION, KIND, StageName, Trainin
 
 from .defaults import BUILTIN_IMAGE
 
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"  # the TrainingJob's apiVersion
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANIFEST_KEY = "trainingjob.yaml"
 MANIFEST_ENV = "STAGEGATE_MANIFEST"
@@ -48,9 +49,19 @@ def final_job_name(tj: str) -> str:
     return f"{tj}-final"
 
 
+def step_names(tj: str) -> dict[str, Any]:
+    """The names of one TrainingJob's step Jobs, as observe.observe takes them."""
+    return {
+        "prepare": prepare_job_name(tj),
+        "fold": lambda stage, n: fold_job_name(tj, stage, n),
+        "final": final_job_name(tj),
+        "summary": lambda stage: summary_job_name(tj, stage),
+    }
+
+
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
     return {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "apiVersion": GROUP_VERSION,
         "kind": KIND,
         "name": name,
         "uid": uid,
@@ -64,7 +75,7 @@ def spec_configmap(
 ) -> dict[str, Any]:
     """The spec the run executes, frozen at its start and handed to every step's pod."""
     manifest = {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "apiVersion": GROUP_VERSION,
         "kind": KIND,
         "metadata": {"name": name, "namespace": namespace, "uid": uid},
         "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),

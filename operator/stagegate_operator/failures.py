@@ -12,7 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, assert_never
 
 from stagegate_core.stagemachine import (
     Action,
@@ -20,6 +20,7 @@ from stagegate_core.stagemachine import (
     Prepare,
     StartFinal,
     StartFold,
+    StopRunning,
     Summarise,
 )
 
@@ -35,15 +36,19 @@ EVENT_WINDOW_SECONDS = 60.0  # ... within this many seconds; the rest are counte
 
 def child_job_name(tj: str, action: Action) -> str | None:
     """The Job an action creates (None for StopRunning)."""
-    if isinstance(action, Prepare):
-        return children.prepare_job_name(tj)
-    if isinstance(action, StartFold):
-        return children.fold_job_name(tj, action.stage, action.fold)
-    if isinstance(action, Summarise):
-        return children.summary_job_name(tj, action.stage)
-    if isinstance(action, StartFinal):
-        return children.final_job_name(tj)
-    return None
+    match action:
+        case Prepare():
+            return children.prepare_job_name(tj)
+        case StartFold(stage=stage, fold=fold):
+            return children.fold_job_name(tj, stage, fold)
+        case Summarise(stage=stage):
+            return children.summary_job_name(tj, stage)
+        case StartFinal():
+            return children.final_job_name(tj)
+        case StopRunning():
+            return None
+        case _:
+            assert_never(action)
 
 
 def doing(tj: str, action: Action) -> str:

@@ -8,8 +8,8 @@ depends on seeing one particular event (level-based, not edge-based).
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -21,9 +21,8 @@ from .config import OperatorConfig
 from .kubeapi import KubeApi, load_connection
 from .leader import LeaderElector
 from .metrics import OperatorMetrics
-from .reconcile import GROUP_VERSION, Reconciler
-
-log = logging.getLogger("stagegate.operator")
+from .reconcile import Reconciler
+from .scheduler import Scheduler, resync
 
 
 class NoEssence(kopf.AnnotationsDiffBaseStorage):
@@ -37,10 +36,18 @@ class NoEssence(kopf.AnnotationsDiffBaseStorage):
         return kopf.BodyEssence()
 
 
-def _reconciler(memo: kopf.Memo) -> Reconciler | None:
-    """The operator's one Reconciler, kept in kopf's memo by the startup handler."""
-    found = memo.get("reconciler")
-    return found if isinstance(found, Reconciler) else None
+@dataclass(frozen=True)
+class Running:
+    """The operator's parts, kept in kopf's memo by the startup handler."""
+
+    api: KubeApi
+    cache: ObjectCache
+    scheduler: Scheduler
+
+
+def _running(memo: kopf.Memo) -> Running | None:
+    found = memo.get("running")
+    return found if isinstance(found, Running) else None
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
@@ -71,23 +78,31 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         settings.watching.server_timeout = config.watch_timeout
         settings.watching.client_timeout = config.watch_timeout + 10
         api = KubeApi(load_connection(config.kubeconfig))
+        cache = ObjectCache()
         reconciler = Reconciler(
             api,
             metrics,
-            cache=ObjectCache(),
+            cache=cache,
             trainer_command=config.trainer_command,
             defaults=config.defaults,
         )
-        memo["reconciler"] = reconciler
+        scheduler = Scheduler(reconciler.reconcile_safely, cache.trainingjob_keys)
+        memo["running"] = Running(api, cache, scheduler)
         loop = asyncio.get_running_loop()
-        memo["resync"] = loop.create_task(_resync(config, reconciler))
+        memo["resync"] = loop.create_task(
+            resync(scheduler, api, config.namespaces, config.resync_seconds)
+        )
+
+        def lead(active: bool) -> None:
+            metrics.leader.set(1 if active else 0)
+            scheduler.activate(active)
+
         if config.lease is not None:
-            reconciler.activate(False)  # stand by until the Lease is ours
+            lead(False)  # stand by until the Lease is ours
             namespace, lease = config.lease
             elector = LeaderElector(
                 api, namespace, lease, config.identity,
-                on_start=lambda: reconciler.activate(True),
-                on_stop=lambda: reconciler.activate(False),
+                on_start=lambda: lead(True), on_stop=lambda: lead(False),
             )  # fmt: skip
             memo["elector"] = elector
             memo["election"] = loop.create_task(elector.run())
@@ -97,60 +112,38 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         for task in (memo.get("resync"), memo.get("election")):
             if isinstance(task, asyncio.Task):
                 task.cancel()
-        reconciler = _reconciler(memo)
-        if reconciler is not None:
-            await reconciler.idle()
+        running = _running(memo)
+        if running is not None:
+            await running.scheduler.idle()
             elector = memo.get("elector")
             if isinstance(elector, LeaderElector):
                 # After the last pass: hand the Lease over only when nothing of ours still acts.
                 await elector.release()
-            await reconciler.api.close()
+            await running.api.close()
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
     async def trainingjob_event(
         event: Mapping[str, Any], name: str, namespace: str | None, memo: kopf.Memo, **_: Any
     ) -> None:
-        reconciler = _reconciler(memo)
-        if reconciler is None or not namespace:
+        running = _running(memo)
+        if running is None or not namespace:
             return
         if event.get("type") == "DELETED":
-            reconciler.cache.drop_trainingjob(namespace, name)
-        elif not reconciler.cache.put_trainingjob(dict(event["object"])):
+            running.cache.drop_trainingjob(namespace, name)
+        elif not running.cache.put_trainingjob(dict(event["object"])):
             return  # the echo of our own status patch: nothing new to act on
-        reconciler.trigger(namespace, name, urgent=True)
+        running.scheduler.trigger(namespace, name, urgent=True)
 
     @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TJ: kopf.PRESENT}, registry=registry)
     async def job_event(
         event: Mapping[str, Any], name: str, labels: Mapping[str, str], namespace: str | None,
         memo: kopf.Memo, **_: Any,
     ) -> None:  # fmt: skip
-        reconciler = _reconciler(memo)
-        if reconciler is None or not namespace:
+        running = _running(memo)
+        if running is None or not namespace:
             return
         if event.get("type") == "DELETED":
-            reconciler.cache.drop_job(namespace, labels[LABEL_TJ], name)
+            running.cache.drop_job(namespace, labels[LABEL_TJ], name)
         else:
-            reconciler.cache.put_job(dict(event["object"]))
-        reconciler.trigger(namespace, labels[LABEL_TJ])
-
-
-async def _resync(config: OperatorConfig, reconciler: Reconciler) -> None:
-    """Reconcile every TrainingJob every `resync_seconds` (approvals, timeouts, restarts)."""
-    while True:
-        await asyncio.sleep(config.resync_seconds)
-        if not reconciler.active:
-            continue
-        try:
-            scopes: list[str | None] = list(config.namespaces) or [None]
-            for namespace in scopes:
-                path = (
-                    f"/apis/{GROUP_VERSION}/{PLURAL}"
-                    if namespace is None
-                    else KubeApi.path(GROUP_VERSION, namespace, PLURAL)
-                )
-                listing = await reconciler.api.request("GET", path)
-                for item in listing.get("items", []):
-                    meta = item["metadata"]
-                    reconciler.trigger(meta["namespace"], meta["name"])
-        except Exception as exc:  # the next round tries again
-            log.warning("resync failed: %s", exc)
+            running.cache.put_job(dict(event["object"]))
+        running.scheduler.trigger(namespace, labels[LABEL_TJ])

@@ -7,12 +7,14 @@ query against a real Prometheus scraping a running operator.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from stagegate_core.formatting import parse_iso
 from stagegate_core.metricnames import BASELINES, METRICS, snake
 from stagegate_core.stagemachine import PHASES
+from stagegate_core.statusmodel import StageStatus, TrainingJobStatus
 
 _TJ = ("namespace", "trainingjob", "symbol", "timeframe")
 
@@ -128,13 +130,13 @@ class OperatorMetrics:
         start_http_server(port, addr=address, registry=self.registry)
 
     def record(
-        self, namespace: str, name: str, spec: Any, status: Mapping[str, Any], phase_seconds: float
+        self, namespace: str, name: str, spec: Any, status: TrainingJobStatus, phase_seconds: float
     ) -> None:
         """Export one TrainingJob's status. Called on every pass: what was exported already (a
         fold's metrics, a stage's summary, the phase) is not set again."""
         key = (namespace, name)
         labels = (namespace, name, spec.symbol, spec.canonical_timeframe)
-        phase = status.get("phase", "Pending")
+        phase = status.shown_phase
         if self._phases.get(key) != phase:
             self._phases[key] = phase
             for p in PHASES:
@@ -146,37 +148,58 @@ class OperatorMetrics:
             self._count_phases()
         self.phase_seconds.labels(*labels, phase).set(phase_seconds)
         exported = self._exported.setdefault(key, set())
-        for stage, entry in (status.get("stages") or {}).items():
-            folds = entry.get("folds", [])
-            done = [f for f in folds if "metrics" in f]
+        for stage, entry in (status.stages or {}).items():
+            folds = entry.folds
+            done = [(f.fold, f.metrics) for f in folds if f.metrics is not None]
             if folds:
                 self.progress.labels(*labels, stage).set(len(done) / len(folds))
-            for fold in done:
-                if (stage, fold["fold"]) in exported:
+            for number, metrics in done:
+                if (stage, number) in exported:
                     continue
-                exported.add((stage, fold["fold"]))
+                exported.add((stage, number))
                 for metric in METRICS:
-                    value = fold["metrics"].get(metric)
+                    value = metrics.get(metric)
                     if value is not None:
-                        self.fold_metric.labels(
-                            *labels, stage, str(fold["fold"]), snake(metric)
-                        ).set(value)
-            if "passed" not in entry or (stage, "summary") in exported:
+                        self.fold_metric.labels(*labels, stage, str(number), snake(metric)).set(
+                            value
+                        )
+            if not entry.summarised or (stage, "summary") in exported:
                 continue
             exported.add((stage, "summary"))
             self._stage(labels, stage, entry)
 
-    def _stage(self, labels: tuple[str, ...], stage: str, entry: Mapping[str, Any]) -> None:
+    def count_changes(
+        self,
+        old: TrainingJobStatus,
+        new: TrainingJobStatus,
+        fold_seconds: Sequence[tuple[str, float | None]],
+        now: float,
+    ) -> None:
+        """Count what a written status changed. `fold_seconds`: (stage, wall time if known) of
+        each fold whose result this pass harvested."""
+        for stage, failures in _new_failures(old, new).items():
+            self.folds.labels(stage, "failed").inc(failures)
+        for stage, seconds in fold_seconds:
+            self.folds.labels(stage, "succeeded").inc()
+            if seconds is not None:
+                self.fold_duration.labels(stage).observe(seconds)
+        if old.phase == "AwaitingApproval" and new.phase != "AwaitingApproval":
+            since = parse_iso(old.phaseSince)
+            if since is not None:
+                self.awaiting_approval.observe(max(0.0, now - since))
+
+    def _stage(self, labels: tuple[str, ...], stage: str, entry: StageStatus) -> None:
+        summary, baselines = entry.summary or {}, entry.baselines or {}
         for metric in METRICS:
-            stats = entry["summary"][metric]
-            if stats["mean"] is not None:
-                self.stage_metric.labels(*labels, stage, snake(metric)).set(stats["mean"])
-                self.stage_metric_std.labels(*labels, stage, snake(metric)).set(stats["std"] or 0.0)
+            stats = summary[metric]
+            if stats.mean is not None:
+                self.stage_metric.labels(*labels, stage, snake(metric)).set(stats.mean)
+                self.stage_metric_std.labels(*labels, stage, snake(metric)).set(stats.std or 0.0)
             for baseline in BASELINES:
-                mean = entry["baselines"][baseline][metric]["mean"]
+                mean = baselines[baseline][metric].mean
                 if mean is not None:
                     self.baseline_metric.labels(*labels, stage, baseline, snake(metric)).set(mean)
-        for gate in entry["gates"]:
+        for gate in entry.gates or []:
             self.gate_passed.labels(*labels, stage, gate["gate"]).set(1 if gate["passed"] else 0)
             if gate["threshold"] is not None:
                 self.gate_threshold.labels(*labels, stage, gate["gate"]).set(gate["threshold"])
@@ -205,3 +228,23 @@ class OperatorMetrics:
             counts[phase] = counts.get(phase, 0) + 1
         for phase, count in counts.items():
             self.trainingjobs.labels(phase).set(count)
+
+
+def _failures(status: TrainingJobStatus) -> dict[tuple[str, int], int]:
+    """Failed attempts of each fold in a status."""
+    out = {}
+    for stage, entry in (status.stages or {}).items():
+        for fold in entry.folds:
+            done = 1 if fold.state == "Succeeded" else 0
+            out[(stage, fold.fold)] = fold.attempts - done
+    return out
+
+
+def _new_failures(old: TrainingJobStatus, new: TrainingJobStatus) -> dict[str, int]:
+    before = _failures(old)
+    counts: dict[str, int] = {}
+    for (stage, fold), failures in _failures(new).items():
+        extra = failures - before.get((stage, fold), 0)
+        if extra > 0:
+            counts[stage] = counts.get(stage, 0) + extra
+    return counts

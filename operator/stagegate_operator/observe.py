@@ -1,5 +1,6 @@
 """From what the cluster shows to what the stage machine needs. No I/O: the reconciler hands in
-the status, Jobs and pods it read; `harvest` records new results into the `Memory` it is given.
+the status, the Jobs (from its watch-fed cache) and the pods it read; `harvest` records new
+results into the `Memory` it is given.
 
 The operator's memory is the TrainingJob status: results harvested from finished pods'
 termination messages are written there, so they survive the Jobs' TTL and operator restarts.
@@ -23,6 +24,7 @@ from stagegate_core.keys import (
 from stagegate_core.results import decode
 from stagegate_core.spec import STAGES
 from stagegate_core.stagemachine import Observation, StageObservation, Step
+from stagegate_core.statusmodel import Stat, TrainingJobStatus
 
 
 @dataclass
@@ -45,36 +47,40 @@ class Memory:
         return int(count) if count is not None else None
 
 
-def recall(status: Mapping[str, Any]) -> Memory:
+def recall(status: TrainingJobStatus) -> Memory:
     """The results an earlier reconcile recorded in the status."""
     memory = Memory(
-        prepared=status.get("prepared"),
-        carried=dict(status.get("carriedFailures") or {}),
-        reported=dict(status.get("reportedFailures") or {}),
+        prepared=status.prepared,
+        carried=dict(status.carriedFailures or {}),
+        reported=dict(status.reportedFailures or {}),
     )
-    for stage, entry in (status.get("stages") or {}).items():
+    for stage, entry in (status.stages or {}).items():
         memory.folds[stage] = {
-            f["fold"]: {
-                "model": f["metrics"],
-                "train": f.get("train"),
-                "test": f.get("test"),
-                "bestIteration": f.get("bestIteration"),
+            f.fold: {
+                "model": f.metrics,
+                "train": f.train.to_dict() if f.train else None,
+                "test": f.test.to_dict() if f.test else None,
+                "bestIteration": f.bestIteration,
             }
-            for f in entry.get("folds", [])
-            if "metrics" in f
+            for f in entry.folds
+            if f.metrics is not None
         }
-        if "passed" in entry:
+        if entry.summarised:
             memory.summaries[stage] = {
-                "model": entry["summary"],
-                "baselines": entry["baselines"],
-                "gates": entry["gates"],
-                "passed": entry["passed"],
-                "decision": entry.get("decision"),
+                "model": _stats(entry.summary),
+                "baselines": {b: _stats(block) for b, block in (entry.baselines or {}).items()},
+                "gates": entry.gates,
+                "passed": entry.passed,
+                "decision": entry.decision,
             }
-    artifacts = status.get("artifacts") or {}
+    artifacts = status.artifacts or {}
     if "model" in artifacts:
         memory.final = {"model": artifacts["model"], "modelCard": artifacts.get("modelCard")}
     return memory
+
+
+def _stats(block: Mapping[str, Stat] | None) -> dict[str, Any] | None:
+    return None if block is None else {metric: s.to_dict() for metric, s in block.items()}
 
 
 def _conditions(job: Mapping[str, Any]) -> dict[str, str]:

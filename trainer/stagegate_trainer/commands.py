@@ -138,7 +138,7 @@ def run(
 def _print_outcome(console: Any, status: TrainingJobStatus, code: int) -> None:
     from stagegate_core.status import gates_failed
 
-    phase = status.phase
+    phase = status.shown_phase
     failed_stage = gates_failed(status)
     colour = {"Succeeded": "green", "AwaitingApproval": "yellow"}.get(phase, "red")
     if failed_stage:

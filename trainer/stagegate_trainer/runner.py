@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, assert_never
 
 from rich.console import Console
 from rich.progress import (
@@ -29,6 +29,7 @@ from stagegate_core.formatting import now_iso
 from stagegate_core.spec import StageName, TrainingJobManifest
 from stagegate_core.stagemachine import (
     TERMINAL,
+    Action,
     Decision,
     Observation,
     Prepare,
@@ -181,25 +182,33 @@ class LocalRunner:
         return Step("failed" if failures else "absent", failures, self.errors.get(key))
 
     # ------------------------------------------------------------------ act
-    def _submit(self, pool: WorkerPool, action: Any) -> None:
-        threads = max(1, self.cores // self.workers)
-        if isinstance(action, Prepare):
-            pool.submit(("prepare", None), _prepare_step, self.manifest)
-        elif isinstance(action, StartFold):
-            self._stage_clock(action.stage)
-            pool.submit(
-                ("fold", (action.stage, action.fold)),
-                _fold_step,
-                self.manifest,
-                action.stage,
-                action.fold,
-                threads,
-            )
-        elif isinstance(action, StartFinal):
-            record = self.approval_record or approvals.record(
-                "approved", "gates", "gates", now_iso(), "final"
-            )
-            pool.submit(("final", None), _final_step, self.manifest, self.cores, record)
+    def _act(
+        self, action: Action, pool: WorkerPool, progress: Progress, bars: dict[str, TaskID]
+    ) -> None:
+        match action:
+            case Prepare():
+                pool.submit(("prepare", None), _prepare_step, self.manifest)
+            case StartFold(stage=stage, fold=fold):
+                self._stage_clock(stage)
+                threads = max(1, self.cores // self.workers)
+                pool.submit(
+                    ("fold", (stage, fold)), _fold_step, self.manifest, stage, fold, threads
+                )
+            case Summarise(stage=stage):
+                progress.stop()  # the stage's bar is printed, finished, once
+                if stage in bars:
+                    progress.update(bars[stage], visible=False)
+                self._summarise(stage, pool)
+                progress.start()
+            case StartFinal():
+                record = self.approval_record or approvals.record(
+                    "approved", "gates", "gates", now_iso(), "final"
+                )
+                pool.submit(("final", None), _final_step, self.manifest, self.cores, record)
+            case StopRunning():
+                pool.stop()
+            case _:
+                assert_never(action)
 
     def _stage_clock(self, stage: str) -> None:
         if stage not in self.stage_started:
@@ -299,16 +308,7 @@ class LocalRunner:
                             break
                         continue
                     for action in decision.actions:
-                        if isinstance(action, Summarise):
-                            progress.stop()  # the stage's bar is printed, finished, once
-                            if action.stage in bars:
-                                progress.update(bars[action.stage], visible=False)
-                            self._summarise(action.stage, pool)
-                            progress.start()
-                        elif isinstance(action, StopRunning):
-                            pool.stop()
-                        else:
-                            self._submit(pool, action)
+                        self._act(action, pool, progress, bars)
                     if not any(isinstance(a, Summarise) for a in decision.actions):
                         self._collect(pool.wait(timeout=1.0))
         except KeyboardInterrupt:

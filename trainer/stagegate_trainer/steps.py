@@ -1,8 +1,9 @@
 """The four steps of a run — prepare, fold, summarise, final — as work on the artifacts store.
 
 Each step is idempotent: it reads what earlier steps wrote and skips work whose result already
-exists. The local runner calls these functions in worker processes; on Kubernetes, each is the
-command of one Job (`stagegate prepare|fold|final`). Results are written last and atomically, so
+exists. The local runner calls these functions, folds and the final model in worker processes,
+prepare and summarise in its own; on Kubernetes, each is the command of one Job
+(`stagegate prepare|fold|summarise|final`). Results are written last and atomically, so
 a step killed halfway leaves nothing that a later look could take as done.
 """
 
@@ -30,8 +31,9 @@ from stagegate_core.spec import (
 from . import __version__
 from .store import ArtifactStore, open_store
 
-if TYPE_CHECKING:  # pandas is imported lazily: every CLI command imports this module's helpers
-    # (with_overrides, RunMismatchError), and those that never touch data must not pay for it
+if TYPE_CHECKING:  # pandas and the data modules are imported inside the steps that use them:
+    # commands that need only this module's light helpers (with_overrides, RunMismatchError)
+    # must not pay for them
     import pandas as pd
 
     from .data import LoadedData

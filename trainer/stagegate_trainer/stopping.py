@@ -77,8 +77,3 @@ def refit_rounds(best_iteration: int, inner_rows: int, window_rows: int) -> int:
 
 
 REFIT_RULE = "ceil(bestIteration × rows / innerRows)"
-
-
-def lightgbm_metric(metric: str) -> dict[str, Any]:
-    """The LightGBM parameters that make it evaluate `metric` on the validation rows."""
-    return {"metric": metric, "first_metric_only": True}

@@ -39,7 +39,6 @@ Floats = NDArray[np.float64]
 # Extra columns of the modelling table (dataset.py); the model never sees them.
 OUTCOME_R = "outcomeR"  # gross outcome in R
 RISK_FRACTION = "riskFraction"  # (entry - stop) / entry
-OUTCOME_COLUMNS = (OUTCOME_R, RISK_FRACTION)
 
 
 @dataclass(frozen=True)

@@ -107,12 +107,6 @@ class WorkerPool:
         with contextlib.suppress(OSError):
             worker.conn.send((fn, args, kwargs))
 
-    def pid_of(self, key: Hashable) -> int | None:
-        for w in self._workers:
-            if w.key == key:
-                return w.process.pid
-        return None
-
     def wait(self, timeout: float | None) -> list[Done]:
         """Results of tasks that ended (or whose worker died) within `timeout` seconds."""
         busy = [w for w in self._workers if w.key is not None]

@@ -54,7 +54,7 @@ app.kubernetes.io/component: operator
 */}}
 {{- define "stagegate.workloadRules" -}}
 # kopf lists and watches TrainingJobs (@kopf.on.event in handlers.py); the reconciler GETs one
-# per pass (reconcile.py) and the resync loop lists them (handlers._resync).
+# its cache has not seen (reconcile.py) and the resync loop lists them (scheduler.resync).
 - apiGroups: [stagegate.io]
   resources: [trainingjobs]
   verbs: [get, list, watch]
@@ -69,8 +69,9 @@ app.kubernetes.io/component: operator
 - apiGroups: [stagegate.io]
   resources: [trainingjobs/finalizers]
   verbs: [update]
-# kopf lists and watches Jobs labelled stagegate.io/trainingjob; the reconciler lists them by
-# label, creates the step Jobs and deletes them (retries, suspend, stop). No get/update/patch.
+# kopf lists and watches Jobs labelled stagegate.io/trainingjob (the reconciler reads them from
+# that watch's cache); the reconciler creates the step Jobs and deletes them (retries, suspend,
+# stop: act.py). No get/update/patch.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch, create, delete]
@@ -84,7 +85,7 @@ app.kubernetes.io/component: operator
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create]
-# Events on TrainingJobs (Reconciler.event). kopf's own event posting is disabled
+# Events on TrainingJobs (events.py). kopf's own event posting is disabled
 # (settings.posting.enabled = False), so no patch/update.
 - apiGroups: [""]
   resources: [events]

@@ -19,7 +19,6 @@ from stagegate_trainer.data.errors import DataError
 
 OHLCV_COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 VALUE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
-PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 
 _NS_PER_MINUTE = 60 * 1_000_000_000
 _NS_PER_MS = 1_000_000

@@ -1,0 +1,107 @@
+"""When each TrainingJob gets its next reconcile pass.
+
+Passes of one TrainingJob never overlap; what happens during a pass earns one more pass after
+it, and bursts of Job events coalesce into that one. A periodic resync gives every TrainingJob a
+pass as well, so nothing depends on seeing one particular event (approvals are read, timeouts
+noticed, a restarted operator catches up). While another replica leads, nothing is scheduled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+
+from stagegate_core.spec import PLURAL
+
+from . import children
+from .cache import Key
+from .kubeapi import KubeApi
+
+log = logging.getLogger("stagegate.operator")
+
+
+class Scheduler:
+    def __init__(
+        self,
+        run_pass: Callable[[str, str], Awaitable[None]],
+        keys: Callable[[], Iterable[Key]],
+        *,
+        settle_seconds: float = 0.25,
+    ) -> None:
+        """`run_pass(namespace, name)` reconciles one TrainingJob and raises nothing;
+        `keys()` names every known TrainingJob (those the watches cached)."""
+        self.run_pass = run_pass
+        self.keys = keys
+        self.settle_seconds = settle_seconds
+        # False while another replica holds the leader Lease: the cache stays warm, nothing acts.
+        self.active = True
+        self._running: dict[Key, asyncio.Task[None]] = {}
+        self._dirty: set[Key] = set()
+        self._urgent: set[Key] = set()
+
+    def activate(self, active: bool) -> None:
+        """Start or stop acting; on start, every known TrainingJob gets a pass."""
+        self.active = active
+        if active:
+            for namespace, name in self.keys():
+                self.trigger(namespace, name)
+
+    def trigger(self, namespace: str, name: str, *, urgent: bool = False) -> None:
+        """Reconcile soon. `urgent` (a change to the TrainingJob itself, such as an approval: a
+        person waits) skips the pause that lets a burst of Job events finish."""
+        if not self.active:
+            return
+        key = (namespace, name)
+        if key in self._running:
+            self._dirty.add(key)
+            if urgent:
+                self._urgent.add(key)
+            return
+        self._running[key] = asyncio.get_running_loop().create_task(self._loop(key))
+
+    async def _loop(self, key: Key) -> None:
+        try:
+            while self.active:
+                self._dirty.discard(key)
+                await self.run_pass(*key)
+                if key not in self._dirty:
+                    break
+                if key in self._urgent:
+                    self._urgent.discard(key)
+                    continue
+                # More happened meanwhile (a Job's events come in bursts): let the burst
+                # finish, so one pass sees it all instead of one pass per event.
+                await asyncio.sleep(self.settle_seconds)
+        finally:
+            self._running.pop(key, None)
+            self._urgent.discard(key)
+
+    async def idle(self) -> None:
+        """Until no pass runs or waits to run."""
+        while self._running:
+            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+
+
+async def resync(
+    scheduler: Scheduler, api: KubeApi, namespaces: Sequence[str], every: float
+) -> None:
+    """Schedule a pass of every TrainingJob every `every` seconds; `namespaces` empty: all."""
+    while True:
+        await asyncio.sleep(every)
+        if not scheduler.active:
+            continue
+        try:
+            scopes: list[str | None] = list(namespaces) or [None]
+            for namespace in scopes:
+                path = (
+                    f"/apis/{children.GROUP_VERSION}/{PLURAL}"
+                    if namespace is None
+                    else KubeApi.path(children.GROUP_VERSION, namespace, PLURAL)
+                )
+                listing = await api.request("GET", path)
+                for item in listing.get("items", []):
+                    meta = item["metadata"]
+                    scheduler.trigger(meta["namespace"], meta["name"])
+        except Exception as exc:  # the next round tries again
+            log.warning("resync failed: %s", exc)

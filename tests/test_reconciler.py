@@ -1,0 +1,356 @@
+"""A whole run's reconcile passes against the in-memory API (tests/support/fakekube.py).
+
+The test plays the cluster (a Job completes with its pod's result, a pod fails, a person
+annotates) and a fake clock; each pass is checked by the writes it made, in order, and by the
+status it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+from stagegate_core.keys import (
+    APPROVAL_ANNOTATION,
+    APPROVED_BY_ANNOTATION,
+    REJECTION_REASON_ANNOTATION,
+)
+from stagegate_core.metricnames import BASELINES, METRICS
+from stagegate_core.spec import TrainingJobSpec, spec_fingerprint
+from stagegate_operator import specs
+from stagegate_operator.reconcile import Reconciler
+
+from tests.support.fakekube import NOW, FakeApi, reconciler, run_pass, trainingjob
+
+QUICK_FOLDS, FULL_FOLDS = 3, 2
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def prepared() -> dict[str, Any]:
+    def plan(folds: int) -> dict[str, Any]:
+        return {"foldCount": folds, "dataStart": "2023-01-01T00:00:00Z",
+                "dataEnd": "2023-10-01T00:00:00Z", "purgeBars": 49,
+                "trainWindow": "fixed"}  # fmt: skip
+
+    return {"step": "prepare", "bars": 1000, "labelledRows": 990, "dataHash": "h",
+            "dataSummary": "1000 bars", "stages": {"quick": plan(QUICK_FOLDS),
+                                                   "full": plan(FULL_FOLDS)}}  # fmt: skip
+
+
+def fold(stage: str, number: int, folds: int) -> dict[str, Any]:
+    period = {"start": "2023-01-01T00:00:00Z", "end": "2023-02-01T00:00:00Z", "rows": 100}
+    return {"step": "fold", "stage": stage, "fold": number, "folds": folds, "train": period,
+            "test": period, "model": dict.fromkeys(METRICS, 0.5), "baselines": {}}  # fmt: skip
+
+
+def summary(stage: str, folds: int, passed: bool = True) -> dict[str, Any]:
+    stats = {m: {"mean": 0.5, "std": 0.1} for m in METRICS}
+    return {"step": "summary", "stage": stage, "folds": folds, "passed": passed,
+            "model": stats, "baselines": dict.fromkeys(BASELINES, stats),
+            "gates": [{"gate": "minRocAuc", "passed": passed, "threshold": 0.5,
+                       "value": 0.5}]}  # fmt: skip
+
+
+class Run:
+    """One TrainingJob, its operator and the cluster it runs in."""
+
+    def __init__(self, **spec: Any) -> None:
+        self.api = FakeApi(trainingjob(**spec))
+        self.clock = Clock()
+        self.operator: Reconciler = reconciler(self.api, clock=self.clock)
+
+    def step(self) -> list[tuple[str, str, str]]:
+        """One pass; the writes it made."""
+        self.api.forget_calls()
+        run_pass(self.operator, self.api)
+        return list(self.api.calls)
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return dict(self.api.tj.get("status") or {})
+
+    def jobs(self) -> list[str]:
+        return sorted(name for plural, name in self.api.objects if plural == "jobs")
+
+    def annotate(self, **annotations: str) -> None:
+        self.api.tj["metadata"].setdefault("annotations", {}).update(annotations)
+
+    def change_spec(self, **fields: Any) -> None:
+        self.api.tj["spec"].update(fields)
+        self.api.tj["metadata"]["generation"] += 1
+
+    def through_quick_stage(self) -> None:
+        """From the first pass to the quick stage's summary result."""
+        self.step()
+        self.api.finish("btc-prepare", prepared())
+        self.step()
+        for n in range(1, QUICK_FOLDS + 1):
+            self.api.finish(f"btc-quick-fold-{n:02d}", fold("quick", n, QUICK_FOLDS))
+            self.step()
+        self.api.finish("btc-quick-summary", summary("quick", QUICK_FOLDS))
+        self.step()
+
+
+def create(plural: str, *names: str) -> list[tuple[str, str, str]]:
+    return [("create", plural, n) for n in names]
+
+
+PATCH = ("patch", "trainingjobs/status", "btc")
+
+
+def event(reason: str) -> tuple[str, str, str]:
+    return ("create", "events", reason)
+
+
+def test_a_sequential_run_pass_by_pass_to_the_final_model() -> None:
+    run = Run(mode="sequential", parallelism=2, approval={"policy": "manual"})
+    # First pass: the spec frozen in its ConfigMap, then the prepare Job.
+    assert run.step() == [
+        *create("configmaps", "btc-spec"), *create("jobs", "btc-prepare"), PATCH, event("Quick"),
+    ]  # fmt: skip
+    status = run.status
+    assert (status["phase"], status["message"]) == ("Quick", "preparing the quick stage")
+    given = TrainingJobSpec.model_validate(run.api.tj["spec"])
+    assert status["specFingerprint"] == spec_fingerprint(given)
+    assert status["runSpec"]["symbol"] == "BTC/USDT" and status["observedGeneration"] == 1
+    # Nothing new: nothing written.
+    assert run.step() == []
+
+    # The prepare result: the quick folds start, as many as the parallelism allows.
+    run.api.finish("btc-prepare", prepared())
+    assert run.step() == [*create("jobs", "btc-quick-fold-01", "btc-quick-fold-02"), PATCH]
+    quick = run.status["stages"]["quick"]
+    assert [f["state"] for f in quick["folds"]] == ["Pending"] * 3
+    assert quick["plan"]["foldCount"] == QUICK_FOLDS and run.status["progress"] == "0/3"
+    assert run.status["prepared"]["labelledRows"] == 990
+
+    # One fold ends: the third starts in its place.
+    run.api.finish("btc-quick-fold-01", fold("quick", 1, QUICK_FOLDS))
+    assert run.step() == [*create("jobs", "btc-quick-fold-03"), PATCH]
+    assert run.status["progress"] == "1/3"
+
+    # All folds done: the summary.
+    run.api.finish("btc-quick-fold-02", fold("quick", 2, QUICK_FOLDS))
+    run.api.finish("btc-quick-fold-03", fold("quick", 3, QUICK_FOLDS))
+    assert run.step() == [*create("jobs", "btc-quick-summary"), PATCH]
+    assert run.status["message"] == "summarising the quick stage"
+    assert run.status["stages"]["quick"]["startedAt"]
+
+    # The summary passed its gates; the manual gate waits for a person.
+    run.api.finish("btc-quick-summary", summary("quick", QUICK_FOLDS))
+    assert run.step() == [PATCH, event("StageSummarised"), event("AwaitingApproval")]
+    status = run.status
+    assert status["phase"] == "AwaitingApproval" and status["stages"]["quick"]["passed"]
+    assert status["summary"] == {"stage": "quick", "accuracy": "50.0%", "recall": "50.0%",
+                                 "rocAuc": "50.0%"}  # fmt: skip
+    assert run.api.events[-2]["message"].startswith("quick stage, 3 folds: accuracy=50.0%")
+    assert run.step() == [], "waiting writes nothing"
+
+    # Approved: the full stage's folds start (the prepare result covers both stages).
+    run.clock.now += 60
+    run.annotate(**{APPROVAL_ANNOTATION: "approved", APPROVED_BY_ANNOTATION: "alice"})
+    assert run.step() == [
+        *create("jobs", "btc-full-fold-01", "btc-full-fold-02"), PATCH, event("Full"),
+        event("Approval"),
+    ]  # fmt: skip
+    status = run.status
+    assert status["approval"]["by"] == "alice" and status["approval"]["via"] == "annotation"
+    assert (status["approvedBy"], status["phase"]) == ("alice", "Full")
+    assert "stagegate_approval_wait_seconds_sum 60.0" in metrics(run)
+
+    for n in range(1, FULL_FOLDS + 1):
+        run.api.finish(f"btc-full-fold-{n:02d}", fold("full", n, FULL_FOLDS))
+    assert run.step() == [*create("jobs", "btc-full-summary"), PATCH]
+    run.api.finish("btc-full-summary", summary("full", FULL_FOLDS))
+    assert run.step() == [*create("jobs", "btc-final"), PATCH, event("StageSummarised")]
+    pod = run.api.objects[("jobs", "btc-final")]["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert json.loads(env["STAGEGATE_APPROVAL"])["by"] == "alice", "the model card names her"
+
+    model = {"step": "final", "model": "s3://models/runs/m.txt", "modelCard": "s3://c.json"}
+    run.api.finish("btc-final", model)
+    assert run.step() == [PATCH, event("Succeeded")]
+    status = run.status
+    assert status["phase"] == "Succeeded" and status["finishedAt"]
+    assert status["artifacts"]["model"] == "s3://models/runs/m.txt"
+    # Finished runs stay as they ended.
+    run.clock.now += 3600
+    assert run.step() == []
+
+
+def test_rejected_at_the_gate_ends_the_run_rejected() -> None:
+    run = Run(mode="sequential", parallelism=2, approval={"policy": "manual"})
+    run.through_quick_stage()
+    assert run.status["phase"] == "AwaitingApproval"
+    run.annotate(**{APPROVAL_ANNOTATION: "rejected", APPROVED_BY_ANNOTATION: "bob",
+                    REJECTION_REASON_ANNOTATION: "too few trades"})  # fmt: skip
+    assert run.step() == [PATCH, event("Rejected"), event("Approval")]
+    status = run.status
+    assert status["phase"] == "Rejected"
+    assert status["message"] == "rejected at the quick gate by bob: too few trades"
+    assert (status["rejectedBy"], status["rejectionReason"]) == ("bob", "too few trades")
+    assert not [j for j in run.jobs() if "full" in j], "no full stage Job"
+    assert run.api.warnings("Rejected") == [status["message"]]
+
+
+def test_a_failing_fold_is_retried_within_its_budget_then_the_run_fails() -> None:
+    run = Run(mode="quick", parallelism=2, maxRetries=1)
+    run.step()
+    run.api.finish("btc-prepare", prepared())
+    run.step()
+    job = run.api.objects[("jobs", "btc-quick-fold-01")]
+    assert job["spec"]["backoffLimit"] == 1, "Kubernetes retries the pod within the budget"
+
+    # A pod failed; the Job retries it: said once, the run goes on.
+    job["status"] = {"active": 1, "failed": 1}
+    run.api.pod("btc-quick-fold-01", "Failed", "Traceback ...\nValueError: boom")
+    assert run.step() == [event("StepFailed"), PATCH]
+    assert run.api.warnings("StepFailed") == [
+        "quick fold 1: attempt 1 of 2 failed: ValueError: boom"
+    ]
+    fold1 = run.status["stages"]["quick"]["folds"][0]
+    assert (fold1["state"], fold1["attempts"], fold1["error"]) == ("Running", 1, "ValueError: boom")
+    assert run.status["phase"] == "Quick"
+
+    # The retry failed too: the budget is spent, the run fails and stops what still runs.
+    job["status"] = {"failed": 2, "conditions": [{"type": "Failed", "status": "True",
+                                                  "reason": "BackoffLimitExceeded"}]}  # fmt: skip
+    run.api.pod("btc-quick-fold-01", "Failed", "ValueError: boom again", attempt=2)
+    assert run.step() == [
+        event("StepFailed"), ("delete", "jobs", "btc-quick-fold-02"), PATCH, event("Failed"),
+    ]  # fmt: skip
+    status = run.status
+    assert status["phase"] == "Failed"
+    assert (
+        status["message"] == "quick stage: fold 1 failed after 2 attempts: ValueError: boom again"
+    )
+    assert status["reportedFailures"] == {"btc-quick-fold-01": 2}
+    assert 'stagegate_folds_total{result="failed",stage="quick"} 2.0' in metrics(run)
+
+
+def test_a_fold_whose_result_is_lost_is_run_again_within_its_budget() -> None:
+    run = Run(mode="quick", parallelism=1, maxRetries=1)
+    run.step()
+    run.api.finish("btc-prepare", prepared())
+    run.step()
+    run.api.finish("btc-quick-fold-01", None)  # complete, but its pod is gone
+    # Run again: the finished Job is deleted with its attempt counted, then created afresh.
+    assert run.step() == [("delete", "jobs", "btc-quick-fold-01"), PATCH]
+    assert run.status["carriedFailures"] == {"btc-quick-fold-01": 1}
+    assert run.step() == [*create("jobs", "btc-quick-fold-01"), PATCH]
+    assert run.status["stages"]["quick"]["folds"][0]["attempts"] == 1
+    # Lost again: the second attempt spends the budget (maxRetries 1).
+    run.api.finish("btc-quick-fold-01", None)
+    assert run.step() == [event("StepFailed"), ("delete", "jobs", "btc-quick-fold-01"), PATCH]
+    assert run.api.warnings("StepFailed") == [
+        "quick fold 1: attempt 1 of 2 failed: no error message (the pod's result was lost)"
+    ]
+    assert run.step() == [PATCH, event("Failed")]
+    assert run.status["message"] == "quick stage: fold 1 failed after 2 attempts"
+    assert run.status["carriedFailures"] == {"btc-quick-fold-01": 2}
+    assert run.jobs() == ["btc-prepare"]
+
+
+def test_suspend_stops_the_running_jobs_and_starts_none_until_resumed() -> None:
+    run = Run(mode="quick", parallelism=2)
+    run.step()
+    run.api.finish("btc-prepare", prepared())
+    run.step()
+    assert run.jobs() == ["btc-prepare", "btc-quick-fold-01", "btc-quick-fold-02"]
+
+    run.change_spec(suspend=True)  # a steering field: no refusal
+    assert run.step() == [
+        ("delete", "jobs", "btc-quick-fold-01"), ("delete", "jobs", "btc-quick-fold-02"), PATCH,
+    ]  # fmt: skip
+    assert (run.status["phase"], run.status["message"]) == ("Quick", "quick stage suspended")
+    assert run.step() == [PATCH], "the stopped folds are shown waiting; nothing starts"
+    assert [f["state"] for f in run.status["stages"]["quick"]["folds"]] == ["Pending"] * 3
+    assert run.step() == []
+    assert run.jobs() == ["btc-prepare"]
+
+    run.change_spec(suspend=False)
+    assert run.step() == [*create("jobs", "btc-quick-fold-01", "btc-quick-fold-02"), PATCH]
+    assert not run.api.warnings("SpecChangeRefused")
+
+
+def test_suspended_before_start_creates_no_job() -> None:
+    run = Run(mode="quick", suspend=True)
+    assert run.step() == [*create("configmaps", "btc-spec"), PATCH, event("Pending")]
+    assert run.status["message"] == "suspended before start"
+
+
+def test_a_spec_change_mid_run_keeps_the_frozen_spec_and_takes_the_steering_fields() -> None:
+    run = Run(mode="quick", parallelism=1)
+    run.step()
+    run.api.finish("btc-prepare", prepared())
+    run.step()
+    started = run.status["specFingerprint"]
+    run.change_spec(model={"seed": 7}, parallelism=3)
+    assert run.step() == [
+        event("SpecChangeRefused"), *create("jobs", "btc-quick-fold-02", "btc-quick-fold-03"),
+        PATCH,
+    ]  # fmt: skip
+    assert run.status["specFingerprint"] == started and run.status["refusedGeneration"] == 2
+    run.api.finish("btc-quick-fold-01", fold("quick", 1, QUICK_FOLDS))
+    assert event("SpecChangeRefused") not in run.step(), "refused once per generation"
+    frozen = specs.frozen(run.api.objects[("configmaps", "btc-spec")])
+    assert frozen.model.seed != 7
+
+
+def test_one_validation_and_one_fingerprint_per_generation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counted = {"validate": 0, "fingerprint": 0}
+
+    class Counting:
+        @staticmethod
+        def model_validate(document: Any) -> TrainingJobSpec:
+            counted["validate"] += 1
+            return TrainingJobSpec.model_validate(document)
+
+    def fingerprint(spec: TrainingJobSpec) -> str:
+        counted["fingerprint"] += 1
+        return spec_fingerprint(spec)
+
+    monkeypatch.setattr(specs, "TrainingJobSpec", Counting)
+    monkeypatch.setattr(specs, "spec_fingerprint", fingerprint)
+    run = Run(mode="quick", parallelism=2)
+    run.through_quick_stage()  # seven passes
+    assert run.status["phase"] == "Succeeded"
+    assert counted == {"validate": 1, "fingerprint": 1}
+    run.change_spec(parallelism=3)  # a new generation; finished runs read it for their metrics
+    run.step()
+    run.step()
+    assert counted == {"validate": 2, "fingerprint": 2}
+
+
+def test_a_deleted_trainingjob_is_forgotten() -> None:
+    run = Run(mode="quick")
+    run.step()
+    assert 'trainingjob="btc"' in metrics(run)
+    run.api.gone = True
+    assert run.step() == []
+    assert 'trainingjob="btc"' not in metrics(run)
+
+
+def test_only_the_elapsed_time_is_rewritten_and_at_most_every_30_seconds() -> None:
+    run = Run(mode="quick")
+    run.step()
+    run.clock.now += 29
+    assert run.step() == []
+    run.clock.now += 1
+    assert run.step() == [PATCH]
+    assert set(run.api.patches[-1]) == {"elapsedSeconds"}
+
+
+def metrics(run: Run) -> str:
+    return generate_latest(run.operator.metrics.registry).decode()

@@ -1,0 +1,73 @@
+"""When reconcile passes run (operator/scheduler.py): never two at once for one TrainingJob,
+events during a pass coalesced into one more, nothing while another replica leads."""
+
+from __future__ import annotations
+
+import asyncio
+
+from stagegate_operator.scheduler import Scheduler
+
+
+class Passes:
+    """A pass that records itself; the first one waits until `release` is set."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.running = 0
+        self.most = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, namespace: str, name: str) -> None:
+        self.names.append(name)
+        self.running += 1
+        self.most = max(self.most, self.running)
+        if len(self.names) == 1:
+            await self.release.wait()
+        self.running -= 1
+
+
+def test_events_during_a_pass_earn_one_more_pass_never_an_overlapping_one() -> None:
+    async def scenario() -> Passes:
+        passes = Passes()
+        scheduler = Scheduler(passes, lambda: [], settle_seconds=0)
+        scheduler.trigger("ns", "a")
+        await asyncio.sleep(0)  # the first pass runs and waits
+        for _ in range(5):
+            scheduler.trigger("ns", "a")
+        passes.release.set()
+        await scheduler.idle()
+        return passes
+
+    passes = asyncio.run(scenario())
+    assert passes.names == ["a", "a"] and passes.most == 1
+
+
+def test_an_urgent_trigger_skips_the_pause_for_a_burst() -> None:
+    async def scenario() -> Passes:
+        passes = Passes()
+        scheduler = Scheduler(passes, lambda: [], settle_seconds=600)
+        scheduler.trigger("ns", "a")
+        await asyncio.sleep(0)
+        scheduler.trigger("ns", "a", urgent=True)  # an approval: a person waits
+        passes.release.set()
+        await asyncio.wait_for(scheduler.idle(), timeout=5)
+        return passes
+
+    assert asyncio.run(scenario()).names == ["a", "a"]
+
+
+def test_a_standby_replica_runs_no_pass_and_on_leading_passes_every_known_trainingjob() -> None:
+    async def scenario() -> tuple[list[str], list[str]]:
+        passes = Passes()
+        passes.release.set()
+        scheduler = Scheduler(passes, lambda: [("ns", "a"), ("ns", "b")], settle_seconds=0)
+        scheduler.activate(False)
+        scheduler.trigger("ns", "a")
+        await scheduler.idle()
+        standby = list(passes.names)
+        scheduler.activate(True)
+        await scheduler.idle()
+        return standby, passes.names
+
+    standby, leading = asyncio.run(scenario())
+    assert standby == [] and sorted(leading) == ["a", "b"]
