@@ -40,7 +40,7 @@ sys.path[:0] = [str(ROOT / "core"), str(ROOT / "trainer")]
 
 from stagegate_core import layout  # noqa: E402
 from stagegate_core.spec import load_manifest  # noqa: E402
-from stagegate_trainer import steps  # noqa: E402
+from stagegate_trainer import finalmodel, steps  # noqa: E402
 from stagegate_trainer.dataset import from_parquet_bytes  # noqa: E402
 
 MANIFEST = ROOT / "examples" / "btc-usdt-m15.yaml"
@@ -103,7 +103,7 @@ def run_config(name: str, overrides: dict[str, Any], args: argparse.Namespace) -
                 "baseRate": statistics.fmean(base),
                 "seconds": round(time.perf_counter() - t0, 1),
             }
-        card = steps.final(run, num_threads=args.threads)
+        card = finalmodel.final(run, num_threads=args.threads)
         training = card.get("training") or {}
         out["final"] = {
             "rounds": training.get("rounds", card["parameters"]["bestIteration"]),

@@ -50,7 +50,8 @@ import numpy as np
 import pandas as pd
 from bench_features_labels import best_of  # this folder: scripts run as bench/<name>.py
 from stagegate_core.featureset import FEATURE_NAMES
-from stagegate_core.spec import ModelSpec, parse_manifest
+from stagegate_core.spec import parse_manifest
+from stagegate_core.specparts import ModelSpec
 from stagegate_trainer import fold as fold_module
 from stagegate_trainer import steps
 from stagegate_trainer.dataset import LABEL, build_dataset, timestamps_ns

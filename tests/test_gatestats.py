@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
-from stagegate_core.spec import ThresholdSpec
+from stagegate_core.specparts import ThresholdSpec
 from stagegate_trainer.gatestats import (
     FAIL,
     NO_EVIDENCE,

@@ -21,7 +21,7 @@ from stagegate_core.plan import (
     parse_iso,
     plan_stage,
 )
-from stagegate_core.spec import FullStageSpec, QuickStageSpec, StageSpec
+from stagegate_core.specparts import FullStageSpec, QuickStageSpec, StageSpec
 
 MIN_NS = 60 * 10**9
 M15 = 15 * MIN_NS

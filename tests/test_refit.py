@@ -10,8 +10,9 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 from stagegate_core import layout
-from stagegate_core.spec import ModelSpec, parse_manifest
-from stagegate_trainer import steps
+from stagegate_core.spec import parse_manifest
+from stagegate_core.specparts import ModelSpec
+from stagegate_trainer import finalmodel, steps
 from stagegate_trainer.dataset import from_parquet_bytes
 from stagegate_trainer.fold import fit
 from stagegate_trainer.stopping import RoundSearch, refit_rounds
@@ -55,7 +56,7 @@ def test_final_model_is_trained_on_every_labelled_row_of_its_window(
     run = _run(tmp_path, model={"maxRounds": 80, "earlyStoppingRounds": 10, "minRounds": 20})
     spy = TrainSpy()
     monkeypatch.setattr(lgb, "train", spy)
-    card = steps.final(run, num_threads=2)
+    card = finalmodel.final(run, num_threads=2)
 
     # The window, computed here from the dataset itself: the full stage is expanding, so the
     # final model's window is every labelled row.
@@ -79,7 +80,7 @@ def test_final_model_is_trained_on_every_labelled_row_of_its_window(
 def test_refit_none_keeps_the_inner_model_and_all_refits_every_fold(tmp_path: Path) -> None:
     model = {"maxRounds": 60, "earlyStoppingRounds": 10, "minRounds": 20}
     inner = _run(tmp_path / "none", model={**model, "refit": "none"})
-    card = steps.final(inner, num_threads=2)
+    card = finalmodel.final(inner, num_threads=2)
     assert card["training"]["refit"] is False
     assert card["training"]["rows"] == card["training"]["innerRows"] < card["data"]["trainRows"]
     assert card["training"]["rounds"] == card["training"]["bestIteration"]

@@ -13,7 +13,8 @@ from typing import Literal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stagegate_core.spec import ApprovalSpec, StageName, TrainingJobSpec
+from stagegate_core.spec import TrainingJobSpec
+from stagegate_core.specparts import ApprovalSpec, StageName
 from stagegate_core.stagemachine import (
     Action,
     Decision,

@@ -17,7 +17,8 @@ from typing import Literal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stagegate_core.spec import ApprovalSpec, TrainingJobSpec
+from stagegate_core.spec import TrainingJobSpec
+from stagegate_core.specparts import ApprovalSpec
 from stagegate_core.stagemachine import (
     TERMINAL,
     Action,

@@ -10,12 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from stagegate_trainer.s3store import S3Store
 from stagegate_trainer.store import (
     ArtifactNotFoundError,
     ArtifactStore,
     LocalStore,
     RetryPolicy,
-    S3Store,
     StoreError,
     open_store,
 )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stagegate_core.spec import GatesSpec
+from stagegate_core.specparts import GatesSpec
 from stagegate_trainer.evaluate import METRICS
 from stagegate_trainer.summary import BASELINES, aggregate, evaluate_gates, summarise_stage
 

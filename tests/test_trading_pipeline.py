@@ -21,7 +21,7 @@ from stagegate_core import layout
 from stagegate_core.crd import build_crd
 from stagegate_core.spec import parse_manifest
 from stagegate_core.status import expected_r_text
-from stagegate_trainer import htmlreport, steps
+from stagegate_trainer import finalmodel, htmlreport, steps
 from stagegate_trainer.htmlreport import PNGS, REPORT, split
 
 from tests.support.runs import stagegate
@@ -186,7 +186,7 @@ def test_model_card_links_the_report_and_the_cli_prints_it(
     edge: tuple[steps.Run, dict[str, Any]], tmp_path: Path
 ) -> None:
     run, _ = edge
-    card = steps.final(run, num_threads=1)
+    card = finalmodel.final(run, num_threads=1)
     assert card["reports"] == {"quick": run.store.uri(layout.stage_report("quick"))}
     manifest = run.store.local_path(layout.RUN_RECORD)
     assert manifest is not None

@@ -29,7 +29,7 @@ LOW_GATES: dict[str, Any] = {
 
 
 def _low_gates() -> dict[str, Any]:
-    from stagegate_core.spec import GatesSpec
+    from stagegate_core.specparts import GatesSpec
 
     gates = dict(LOW_GATES)
     # Gates other parts of the spec may add, switched off where the spec has them.

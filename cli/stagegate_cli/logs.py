@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 from stagegate_core.keys import LABEL_FOLD, LABEL_STAGE, LABEL_STEP, LABEL_TJ
-from stagegate_core.spec import STAGES
+from stagegate_core.specparts import STAGES
 
 from .client import Cluster, ClusterError, connect
 from .common import cluster_command, name_arg

@@ -9,14 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from stagegate_core.spec import (
-    API_GROUP,
-    API_VERSION,
-    KIND,
-    STAGES,
-    load_manifest,
-    parse_manifest,
-)
+from stagegate_core.spec import API_GROUP, API_VERSION, KIND, load_manifest, parse_manifest
+from stagegate_core.specparts import STAGES
 
 from .errors import Refused
 

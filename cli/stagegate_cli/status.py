@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from stagegate_core.approval import describe
 from stagegate_core.keys import APPROVAL_ANNOTATION
-from stagegate_core.spec import STAGES
+from stagegate_core.specparts import STAGES
 
 from .client import connect
 from .common import annotations_of, cluster_command, phase, status_of

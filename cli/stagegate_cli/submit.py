@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 from stagegate_core.keys import CREATED_BY_ANNOTATION
-from stagegate_core.spec import STAGES
+from stagegate_core.specparts import STAGES
 
 from .client import connect
 from .common import RESOURCE, cluster_command

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from stagegate_core import exitcodes
 from stagegate_core.keys import APPROVAL_ANNOTATION
-from stagegate_core.spec import STAGES
+from stagegate_core.specparts import STAGES
 from stagegate_core.status import gates_failed
 from stagegate_core.statusmodel import FoldStatus
 

@@ -18,16 +18,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .naming import LIMIT_MESSAGE, MAX_NAME_LENGTH
-from .spec import (
-    API_GROUP,
-    API_VERSION,
-    KIND,
-    PLURAL,
-    SHORT_NAMES,
-    SINGULAR,
-    ArtifactsSpec,
-    TrainingJobSpec,
-)
+from .spec import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAMES, SINGULAR, TrainingJobSpec
+from .specparts import ArtifactsSpec
 from .statusmodel import TrainingJobStatus
 
 # CEL rules (x-kubernetes-validations) for what a schema keyword cannot say, checked by the API

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import formatting
-from .spec import StageSpec
+from .specparts import StageSpec
 
 NS_PER_DAY = 86_400 * 10**9
 

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
-from .spec import StageName, TrainingJobSpec
+from .spec import TrainingJobSpec
+from .specparts import StageName
 
 Phase = Literal[
     "Pending", "Quick", "AwaitingApproval", "Full", "Succeeded", "Failed", "Rejected", "Cancelled"

@@ -15,7 +15,8 @@ import yaml
 from stagegate_core.approval import APPROVAL_ENV
 from stagegate_core.keys import LABEL_FOLD, LABEL_STAGE, LABEL_STEP, LABEL_TJ
 from stagegate_core.results import RESULT_FILE_ENV
-from stagegate_core.spec import API_GROUP, API_VERSION, KIND, StageName, TrainingJobSpec
+from stagegate_core.spec import API_GROUP, API_VERSION, KIND, TrainingJobSpec
+from stagegate_core.specparts import StageName
 
 from .defaults import BUILTIN_IMAGE
 

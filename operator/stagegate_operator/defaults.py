@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from stagegate_core import __version__
-from stagegate_core.spec import StageResources, TrainingJobSpec
+from stagegate_core.spec import TrainingJobSpec
+from stagegate_core.specparts import StageResources
 
 BUILTIN_IMAGE = f"ghcr.io/stagegate/trainer:{__version__}"
 

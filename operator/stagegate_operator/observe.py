@@ -22,7 +22,7 @@ from stagegate_core.keys import (
     LABEL_STEP,
 )
 from stagegate_core.results import decode
-from stagegate_core.spec import STAGES
+from stagegate_core.specparts import STAGES
 from stagegate_core.stagemachine import Observation, StageObservation, Step
 from stagegate_core.statusmodel import Stat, TrainingJobStatus
 

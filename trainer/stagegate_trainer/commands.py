@@ -257,11 +257,11 @@ def final(manifest: str, data: str | None, artifacts: str | None, threads: int |
     """Train the production model on the latest window and write its model card."""
     from stagegate_core import layout
 
-    from . import steps
+    from . import finalmodel, steps
     from .runner import available_cores
 
     run_ = steps.open_run(_manifest(manifest, data, artifacts))
-    card = steps.final(
+    card = finalmodel.final(
         run_,
         num_threads=threads or available_cores(),
         approval=approvals.from_env(),

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from stagegate_core.spec import CustomFeatureSpec
+from stagegate_core.specparts import CustomFeatureSpec
 
 from .lookahead import FeatureError
 

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from stagegate_core import featureset, timeframes
 from stagegate_core.featureset import BASELINE_FEATURES
-from stagegate_core.spec import FeaturesSpec, LabelSpec, TrainingJobSpec
+from stagegate_core.spec import TrainingJobSpec
+from stagegate_core.specparts import FeaturesSpec, LabelSpec
 
 from . import customfeatures, lookahead
 from .features import build_features

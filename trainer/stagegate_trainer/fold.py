@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from stagegate_core.featureset import BASELINE_FEATURES, FEATURE_NAMES
 from stagegate_core.plan import Fold
-from stagegate_core.spec import ModelSpec
+from stagegate_core.specparts import ModelSpec
 
 from .dataset import LABEL, TIMESTAMP, timestamps_ns
 from .evaluate import classification_metrics

@@ -26,7 +26,8 @@ from stagegate_cli.render import fold_line, print_summary
 from stagegate_core import approval as approvals
 from stagegate_core import exitcodes, layout
 from stagegate_core.formatting import now_iso
-from stagegate_core.spec import StageName, TrainingJobManifest
+from stagegate_core.spec import TrainingJobManifest
+from stagegate_core.specparts import StageName
 from stagegate_core.stagemachine import (
     TERMINAL,
     Action,
@@ -44,7 +45,7 @@ from stagegate_core.stagemachine import (
 from stagegate_core.status import Clock, build_status, gates_failed
 from stagegate_core.statusmodel import DataStatus, TrainingJobStatus
 
-from . import steps
+from . import finalmodel, steps
 from .workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def _fold_step(
 def _final_step(
     manifest: TrainingJobManifest, num_threads: int, approval: dict[str, Any]
 ) -> dict[str, Any]:
-    return steps.final(steps.open_run(manifest), num_threads=num_threads, approval=approval)
+    return finalmodel.final(steps.open_run(manifest), num_threads=num_threads, approval=approval)
 
 
 class LocalRunner:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stagegate_core.metricnames import BASELINES, METRICS, TRADING_METRICS
-from stagegate_core.spec import GatesSpec
+from stagegate_core.specparts import GatesSpec
 
 from .gatestats import baseline_gates, decision, trading_gates
 

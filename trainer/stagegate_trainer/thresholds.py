@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
-from stagegate_core.spec import ThresholdSpec
+from stagegate_core.specparts import ThresholdSpec
 
 from .evaluate import best_f1_threshold
 
