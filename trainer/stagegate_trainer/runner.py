@@ -163,14 +163,7 @@ class LocalRunner:
         return Observation(stages, final, self.approval, cancelled)
 
     def _finished(self, stage: str) -> dict[int, dict[str, Any]]:
-        """Fold metrics in the store; each metrics.json is read once (it never changes)."""
-        known = self._metrics.setdefault(stage, {})
-        for key in self.run.store.list(f"{stage}/folds/"):
-            if key.endswith("/metrics.json"):
-                number = int(key.split("/")[-2])
-                if number not in known:
-                    known[number] = self.run.store.read_json(key)
-        return known
+        return steps.finished_folds(self.run, stage, self._metrics.setdefault(stage, {}))
 
     def _step(self, key: tuple[str, Any], running: set[Any], done: bool) -> Step:
         # A step counts as running until its worker has been collected, even when its result

@@ -287,12 +287,17 @@ def fold(
     return FoldOutcome(metrics, time.perf_counter() - started, result.fit_seconds, False)
 
 
-def finished_folds(run: Run, stage: str) -> dict[int, dict[str, Any]]:
-    out: dict[int, dict[str, Any]] = {}
+def finished_folds(
+    run: Run, stage: str, known: dict[int, dict[str, Any]] | None = None
+) -> dict[int, dict[str, Any]]:
+    """The stage's fold metrics in the store, by fold number. A metrics.json never changes once
+    written, so those already in `known` (which is filled in and returned) are not read again."""
+    out = {} if known is None else known
     for key in run.store.list(f"{stage}/folds/"):
         if key.endswith("/metrics.json"):
-            metrics = run.store.read_json(key)
-            out[int(metrics["fold"])] = metrics
+            number = int(key.split("/")[-2])
+            if number not in out:
+                out[number] = run.store.read_json(key)
     return out
 
 
