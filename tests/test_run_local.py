@@ -367,4 +367,7 @@ def test_on_a_terminal_the_gate_asks(tmp_path: Path, manifest_factory: Callable[
         "gate": "full",
     }
     assert status["rejectedBy"] == getpass.getuser()
+    # The data block reads as the operator's does (one model builds both).
+    assert set(status["data"]) == {"summary", "hash", "labelledRows"}
+    assert status["data"]["labelledRows"] > 0
     assert not (run_dir(runs) / "full").exists()

@@ -12,6 +12,7 @@ earlier version wrote.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -117,6 +118,15 @@ class DataStatus(_Part):
     summary: str | None = None
     hash: str | None = None
     labelledRows: int | None = None
+
+    @classmethod
+    def of(cls, prepared: Mapping[str, Any]) -> DataStatus:
+        """From what the prepare step wrote (plan.json, or its result in the operator)."""
+        return cls(
+            summary=prepared.get("dataSummary"),
+            hash=prepared.get("dataHash"),
+            labelledRows=prepared.get("labelledRows"),
+        )
 
 
 class TrainingJobStatus(_Part):

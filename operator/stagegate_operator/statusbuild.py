@@ -101,11 +101,7 @@ def operator_status(
         status.refusedGeneration = meta.get("generation")
     if memory.prepared is not None:
         status.prepared = memory.prepared
-        status.data = DataStatus(
-            summary=memory.prepared.get("dataSummary"),
-            hash=memory.prepared.get("dataHash"),
-            labelledRows=memory.prepared.get("labelledRows"),
-        )
+        status.data = DataStatus.of(memory.prepared)
     if finished:
         status.finishedAt = finished
     if memory.carried:

@@ -406,7 +406,7 @@ class LocalRunner:
             warnings=self.spec.leaky_purge_warnings(),
         )
         if plan:
-            status.data = DataStatus(summary=plan.get("dataSummary"), hash=plan.get("dataHash"))
+            status.data = DataStatus.of(plan)
         self._conditions = [c.to_dict() for c in status.conditions or []]
         return status
 
