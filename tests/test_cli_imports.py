@@ -6,6 +6,7 @@ the same entry point."""
 from __future__ import annotations
 
 import json
+import os
 import pkgutil
 import re
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import stagegate_cli
 
 from tests.support.procs import free_port
@@ -136,3 +138,37 @@ def test_the_cli_extra_is_the_kubernetes_client_and_rich() -> None:
     assert names == {"kubernetes", "rich"}
     assert project["scripts"]["stagegate"] == "stagegate_cli.main:main"
     assert project["scripts"]["kubectl-stagegate"] == "stagegate_cli.main:main"
+
+
+@pytest.mark.slow
+def test_pip_install_stagegate_cli_gives_the_commands_without_the_numeric_stack(
+    tmp_path: Path,
+) -> None:
+    """The real install a user makes: the wheel with the `cli` extra into a fresh venv."""
+    wheels, venv = tmp_path / "wheels", tmp_path / "venv"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
+    env = {**os.environ, "PIP_CONSTRAINT": str(REPO / "constraints.txt")}
+    subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO)],
+                   check=True, env=env, timeout=300)  # fmt: skip
+    (wheel,) = wheels.glob("stagegate-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    into = [*pip, "--python", str(venv / "bin" / "python")]
+    requirement = f"stagegate[cli] @ {wheel.as_uri()}"
+    subprocess.run([*into, "install", "-q", requirement], check=True, env=env, timeout=600)
+    installed = subprocess.run(
+        [*into, "list", "--format", "json"], capture_output=True, text=True, check=True
+    )
+    names = {p["name"].lower() for p in json.loads(installed.stdout)}
+    assert {"kubernetes", "rich", "pydantic"} <= names
+    assert not names & set(NOT_INSTALLED), sorted(names & set(NOT_INSTALLED))
+
+    def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(venv / "bin" / script), *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    helped = run("kubectl-stagegate", "--help")
+    assert helped.returncode == 0 and "approve" in helped.stdout, helped.stderr
+    missing = tmp_path / "missing.kubeconfig"
+    one_line_error(run("stagegate", "status", "--kubeconfig", str(missing)), "does not exist")
+    manifest = write_manifest(tmp_path / "small.yaml")
+    one_line_error(run("stagegate", "run", str(manifest)), "needs stagegate[trainer]")
