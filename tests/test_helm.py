@@ -33,7 +33,7 @@ WORKLOAD_RULES = {
     ("stagegate.io", "trainingjobs/status"): {"patch"},
     ("stagegate.io", "trainingjobs/finalizers"): {"update"},
     ("batch", "jobs"): {"list", "watch", "create", "delete"},
-    ("", "pods"): {"list"},
+    ("", "pods"): {"list", "watch"},
     ("", "configmaps"): {"get", "create"},
     ("", "events"): {"create"},
 }

@@ -20,6 +20,7 @@ from stagegate_core.keys import (
 from stagegate_core.metricnames import BASELINES, METRICS
 from stagegate_core.spec import TrainingJobSpec, spec_fingerprint
 from stagegate_operator import specs
+from stagegate_operator.metrics import OperatorMetrics
 from stagegate_operator.reconcile import Reconciler
 
 from tests.support.fakekube import NOW, FakeApi, reconciler, run_pass, trainingjob
@@ -354,3 +355,47 @@ def test_only_the_elapsed_time_is_rewritten_and_at_most_every_30_seconds() -> No
 
 def metrics(run: Run) -> str:
     return generate_latest(run.operator.metrics.registry).decode()
+
+
+class WatchedPods:
+    """The ended-pod watch as a pass reads it: running, showing the pods a test hands it."""
+
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+        self.shown: set[str] = set()
+
+    def watching(self, namespace: str) -> bool:
+        return True
+
+    def pods(self, namespace: str, trainingjob: str) -> list[dict[str, Any]]:
+        return [o for (p, n), o in self.api.objects.items() if p == "pods" and n in self.shown]
+
+    def forget(self, namespace: str, trainingjob: str) -> None:
+        self.shown.clear()
+
+
+class CountingApi(FakeApi):
+    def __init__(self, tj: dict[str, Any]) -> None:
+        super().__init__(tj)
+        self.pod_lists: list[str] = []
+
+    async def list(self, gv: str, ns: str, plural: str, selector: str) -> list[dict[str, Any]]:
+        if plural == "pods":
+            self.pod_lists.append(selector)
+        return await super().list(gv, ns, plural, selector)
+
+
+def test_results_come_from_the_pod_watch_and_a_pod_it_has_not_shown_yet_is_listed() -> None:
+    api = CountingApi(trainingjob(parallelism=1))
+    watched = WatchedPods(api)
+    operator = Reconciler(api, OperatorMetrics(), clock=lambda: NOW, ended_pods=watched)  # type: ignore[arg-type]
+    run_pass(operator, api)
+    api.finish("btc-prepare", prepared())  # its pod ended, but the watch has not shown it
+    run_pass(operator, api)
+    assert api.pod_lists == ["stagegate.io/trainingjob=btc,job-name in (btc-prepare)"]
+    assert api.tj["status"]["prepared"]["labelledRows"] == 990
+    api.finish("btc-quick-fold-01", fold("quick", 1, QUICK_FOLDS))
+    watched.shown.add("btc-quick-fold-01-1")  # shown by the watch: no list
+    run_pass(operator, api)
+    assert len(api.pod_lists) == 1
+    assert api.tj["status"]["stages"]["quick"]["folds"][0]["state"] == "Succeeded"

@@ -21,6 +21,7 @@ from .config import OperatorConfig
 from .kubeapi import KubeApi, load_connection
 from .leader import LeaderElector
 from .metrics import OperatorMetrics
+from .podwatch import EndedPods
 from .reconcile import Reconciler
 from .scheduler import Scheduler, resync
 
@@ -79,19 +80,27 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         settings.watching.client_timeout = config.watch_timeout + 10
         api = KubeApi(load_connection(config.kubeconfig))
         cache = ObjectCache()
+        # A pod's end is when its Job's result can be read: it asks for a pass too.
+        ended = EndedPods(api, config.namespaces, on_change=lambda ns, tj: trigger(ns, tj))
         reconciler = Reconciler(
             api,
             metrics,
             cache=cache,
+            ended_pods=ended,
             trainer_command=config.trainer_command,
             defaults=config.defaults,
         )
         scheduler = Scheduler(reconciler.reconcile_safely, cache.trainingjob_keys)
+
+        def trigger(namespace: str, name: str) -> None:
+            scheduler.trigger(namespace, name)
+
         memo["running"] = Running(api, cache, scheduler)
         loop = asyncio.get_running_loop()
         memo["resync"] = loop.create_task(
             resync(scheduler, api, config.namespaces, config.resync_seconds)
         )
+        memo["podwatch"] = loop.create_task(ended.run())
 
         def lead(active: bool) -> None:
             metrics.leader.set(1 if active else 0)
@@ -109,7 +118,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        for task in (memo.get("resync"), memo.get("election")):
+        for task in (memo.get("resync"), memo.get("election"), memo.get("podwatch")):
             if isinstance(task, asyncio.Task):
                 task.cancel()
         running = _running(memo)

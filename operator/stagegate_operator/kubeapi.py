@@ -6,8 +6,10 @@ It reads the same kubeconfig or in-cluster service account that kopf logs in wit
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,27 @@ class KubeApi:
                 message = data.get("message", "") if isinstance(data, dict) else str(data)
                 raise ApiError(response.status, reason, message)
             return data
+
+    async def watch(
+        self, path: str, params: dict[str, str], timeout: int = 300
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The events of one watch request, which the server ends after `timeout` seconds."""
+        session = await self.session()
+        query = {**params, "watch": "1", "allowWatchBookmarks": "true",
+                 "timeoutSeconds": str(timeout)}  # fmt: skip
+        limits = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout + 30)
+        async with session.get(path, params=query, timeout=limits) as response:
+            if response.status >= 400:
+                data = await response.json(content_type=None)
+                raise ApiError(response.status, data.get("reason", ""), data.get("message", ""))
+            pending = b""
+            # One JSON event per line; a pod can outgrow aiohttp's line limit, so split here.
+            async for chunk in response.content.iter_any():
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        event = json.loads(line)
+                        yield event["type"], event["object"]
 
     # -- paths
     @staticmethod

@@ -34,6 +34,7 @@ from .kubeapi import ApiError, KubeApi
 from .mergepatch import pruned, status_patch
 from .metrics import OperatorMetrics
 from .observe import Memory, harvest, needs_pods, observe, recall
+from .podwatch import EndedPods
 
 log = logging.getLogger("stagegate.operator")
 Jobs = dict[str, dict[str, Any]]  # a TrainingJob's Jobs by name
@@ -49,6 +50,7 @@ class Reconciler:
         trainer_command: tuple[str, ...] = ("stagegate",),
         defaults: TrainerDefaults | None = None,
         cache: ObjectCache | None = None,
+        ended_pods: EndedPods | None = None,
     ) -> None:
         self.api = api
         self.metrics = metrics
@@ -56,6 +58,8 @@ class Reconciler:
         self.defaults = defaults or TrainerDefaults()
         # Kept current by the watches (the kopf handlers): Jobs are read from it, never listed.
         self.cache = cache or ObjectCache()
+        # Kept by the operator's own watch of ended pods; without it, pods are listed.
+        self.ended_pods = ended_pods
         self.specs = specs.Specs()
         self.pending = pending.Checks()
         self.events = Events(api, clock)
@@ -158,6 +162,8 @@ class Reconciler:
         self.metrics.forget(namespace, name)
         self.events.forget(namespace, name)
         self.pending.forget((namespace, name))
+        if self.ended_pods is not None:
+            self.ended_pods.forget(namespace, name)
         return None
 
     async def _effective_spec(
@@ -198,13 +204,38 @@ class Reconciler:
             stuck = pending.unschedulable(jobs, pods)
             self.pending.found(key, now, stuck)
             return jobs, pods, stuck
-        pods = []
-        wanted = sorted(n for n, j in jobs.items() if needs_pods(memory, j))
-        if wanted:  # only the finished Jobs' pods: decoding all of them was most of our CPU
-            pods = await self.api.list(
-                "v1", namespace, "pods", f"{selector},job-name in ({','.join(wanted)})"
+        wanted = {n: j for n, j in jobs.items() if needs_pods(memory, j)}
+        pods, missing = self._ended(namespace, name, wanted)
+        if missing:  # the watch is behind or down: only those Jobs' pods, never all of them
+            pods += await self.api.list(
+                "v1", namespace, "pods", f"{selector},job-name in ({','.join(missing)})"
             )
         return jobs, pods, self.pending.last(key, jobs) if unready else []
+
+    def _ended(
+        self, namespace: str, name: str, wanted: Mapping[str, Mapping[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The wanted Jobs' ended pods from the watch, and the Jobs it has not shown all of
+        (fewer ended pods than the Job counts as succeeded or failed)."""
+        if not wanted:
+            return [], []
+        if self.ended_pods is None or not self.ended_pods.watching(namespace):
+            return [], sorted(wanted)
+        pods: list[dict[str, Any]] = []
+        seen: dict[str, int] = {}
+        for pod in self.ended_pods.pods(namespace, name):
+            job = pod["metadata"]["labels"].get("job-name")
+            if job in wanted:
+                pods.append(pod)
+                seen[job] = seen.get(job, 0) + 1
+        missing = []
+        for job_name, job in wanted.items():
+            counts = job.get("status") or {}
+            if seen.get(job_name, 0) < int(counts.get("succeeded", 0)) + int(
+                counts.get("failed", 0)
+            ):
+                missing.append(job_name)
+        return pods, sorted(missing)
 
     async def _act(
         self,

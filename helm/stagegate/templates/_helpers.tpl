@@ -75,11 +75,13 @@ app.kubernetes.io/component: operator
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [list, watch, create, delete]
-# The reconciler lists a TrainingJob's pods by label to read the termination messages of
-# finished or failed containers (results and failure reasons). No get/watch/delete.
+# The operator watches the step pods that have ended (label stagegate.io/trainingjob, field
+# selector on the phase) to read their termination messages (results and failure reasons), and
+# lists a TrainingJob's pods when that watch is behind and to find pods no node can take. No
+# get/delete.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # The spec snapshot "<trainingjob>-spec": created once, read back when the spec changes mid-run.
 # Deleted by owner-reference garbage collection, not by the operator.
 - apiGroups: [""]
