@@ -71,3 +71,26 @@ def test_a_standby_replica_runs_no_pass_and_on_leading_passes_every_known_traini
 
     standby, leading = asyncio.run(scenario())
     assert standby == [] and sorted(leading) == ["a", "b"]
+
+
+def test_passes_of_one_trainingjob_are_spaced_and_an_urgent_trigger_ends_the_wait() -> None:
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        passes = Passes()
+        passes.release.set()
+        scheduler = Scheduler(passes, lambda: [], settle_seconds=600)
+        scheduler.trigger("ns", "a")
+        await scheduler.idle()
+        scheduler.trigger("ns", "a")  # a Job ended just after the pass: wait for more
+        scheduler.trigger("ns", "b")  # another TrainingJob is not held up
+        await asyncio.sleep(0.2)
+        spaced = list(passes.names)
+        scheduler.trigger("ns", "a")
+        await asyncio.sleep(0.2)
+        still = list(passes.names)
+        scheduler.trigger("ns", "a", urgent=True)  # an approval
+        await asyncio.wait_for(scheduler.idle(), timeout=5)
+        return spaced, still, passes.names
+
+    spaced, still, done = asyncio.run(scenario())
+    assert spaced == ["a", "b"] and still == ["a", "b"]
+    assert done == ["a", "b", "a"]

@@ -80,8 +80,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         settings.watching.client_timeout = config.watch_timeout + 10
         api = KubeApi(load_connection(config.kubeconfig))
         cache = ObjectCache()
-        # A pod's end is when its Job's result can be read: it asks for a pass too.
-        ended = EndedPods(api, config.namespaces, on_change=lambda ns, tj: trigger(ns, tj))
+        ended = EndedPods(api, config.namespaces)
         reconciler = Reconciler(
             api,
             metrics,
@@ -91,10 +90,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             defaults=config.defaults,
         )
         scheduler = Scheduler(reconciler.reconcile_safely, cache.trainingjob_keys)
-
-        def trigger(namespace: str, name: str) -> None:
-            scheduler.trigger(namespace, name)
-
         memo["running"] = Running(api, cache, scheduler)
         loop = asyncio.get_running_loop()
         memo["resync"] = loop.create_task(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 from stagegate_core.keys import LABEL_TJ
@@ -53,12 +52,9 @@ class EndedPods:
     """The ended step pods of every TrainingJob in scope, kept by the watch; `synced` holds the
     scopes whose watch is running (None: all namespaces)."""
 
-    def __init__(
-        self, api: KubeApi, namespaces: list[str], on_change: Callable[[str, str], None]
-    ) -> None:
+    def __init__(self, api: KubeApi, namespaces: list[str]) -> None:
         self.api = api
         self.scopes: list[str | None] = list(namespaces) or [None]
-        self.on_change = on_change
         self._pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.synced: set[str | None] = set()
 
@@ -125,6 +121,6 @@ class EndedPods:
             if kind == "DELETED":
                 self._pods.get((meta["namespace"], owner), {}).pop(meta["name"], None)
                 continue
+            # No pass is asked for here: the Job's own event, which follows, asks for it.
             self._put(obj)
-            self.on_change(meta["namespace"], owner)
         return version

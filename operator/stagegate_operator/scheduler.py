@@ -27,10 +27,12 @@ class Scheduler:
         run_pass: Callable[[str, str], Awaitable[None]],
         keys: Callable[[], Iterable[Key]],
         *,
-        settle_seconds: float = 0.25,
+        settle_seconds: float = 1.0,
     ) -> None:
         """`run_pass(namespace, name)` reconciles one TrainingJob and raises nothing;
-        `keys()` names every known TrainingJob (those the watches cached)."""
+        `keys()` names every known TrainingJob (those the watches cached). Passes of one
+        TrainingJob start at least `settle_seconds` apart unless a trigger is urgent: the
+        folds that end meanwhile are written in one status patch, not one each."""
         self.run_pass = run_pass
         self.keys = keys
         self.settle_seconds = settle_seconds
@@ -39,6 +41,8 @@ class Scheduler:
         self._running: dict[Key, asyncio.Task[None]] = {}
         self._dirty: set[Key] = set()
         self._urgent: set[Key] = set()
+        self._ended: dict[Key, float] = {}  # when the last pass of a TrainingJob ended
+        self._wake: dict[Key, asyncio.Event] = {}  # an urgent trigger ends the spacing
 
     def activate(self, active: bool) -> None:
         """Start or stop acting; on start, every known TrainingJob gets a pass."""
@@ -57,11 +61,15 @@ class Scheduler:
             self._dirty.add(key)
             if urgent:
                 self._urgent.add(key)
+                if key in self._wake:
+                    self._wake[key].set()
             return
-        self._running[key] = asyncio.get_running_loop().create_task(self._loop(key))
+        self._running[key] = asyncio.get_running_loop().create_task(self._loop(key, urgent))
 
-    async def _loop(self, key: Key) -> None:
+    async def _loop(self, key: Key, urgent: bool) -> None:
         try:
+            if not urgent:
+                await self._spaced(key)
             while self.active:
                 self._dirty.discard(key)
                 await self.run_pass(*key)
@@ -75,6 +83,24 @@ class Scheduler:
                 await asyncio.sleep(self.settle_seconds)
         finally:
             self._running.pop(key, None)
+            self._urgent.discard(key)
+            self._ended[key] = asyncio.get_running_loop().time()
+
+    async def _spaced(self, key: Key) -> None:
+        """Wait until `settle_seconds` after the TrainingJob's last pass (or an urgent trigger)."""
+        ended = self._ended.pop(key, None)
+        if ended is None:
+            return
+        wait = self.settle_seconds - (asyncio.get_running_loop().time() - ended)
+        if wait <= 0:
+            return
+        self._wake[key] = wake = asyncio.Event()
+        try:
+            await asyncio.wait_for(wake.wait(), timeout=wait)
+        except TimeoutError:
+            pass
+        finally:
+            del self._wake[key]
             self._urgent.discard(key)
 
     async def idle(self) -> None:
