@@ -21,18 +21,11 @@ import os
 import sys
 
 DEFAULT_FOLDS = {"quick": 5, "full": 45}
-METRICS = (
-    "accuracy",
-    "precision",
-    "recall",
-    "f1",
-    "rocAuc",
-    "brier",
-    "hitRateTp1",
-    "positiveRate",
-    "predictedPositiveRate",
-)
-BASELINES = ("majority", "alwaysPositive", "volatilityTime")
+# The metric names from the one place that defines them (a module with no imports of its own,
+# so the bare interpreter stays bare).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "core"))
+from stagegate_core.metricnames import BASELINES, METRICS  # noqa: E402
+
 MODEL = {
     "accuracy": 0.71,
     "precision": 0.62,

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import stagegate_cli
 
+from tests.support.imports import loaded_by
 from tests.support.procs import free_port
 from tests.support.runs import write_manifest
 
@@ -44,14 +45,7 @@ def test_importing_every_cli_module_loads_nothing_heavy() -> None:
     assert {"stagegate_cli.main", "stagegate_cli.client", "stagegate_cli.render"} <= set(
         cli_modules()
     )
-    code = (
-        "import importlib, json, sys\n"
-        f"for name in {cli_modules()!r}:\n"
-        "    importlib.import_module(name)\n"
-        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({FORBIDDEN!r}))))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == []
+    assert loaded_by(cli_modules(), FORBIDDEN) == []
 
 
 def without_trainer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,7 @@ from stagegate_operator.kubeapi import load_connection
 from stagegate_operator.leader import LeaderElector, Seen, Timing, micro_time, next_step
 
 from tests.support.kube import KubeApi
+from tests.support.operator import until
 
 
 def lease(holder: str, renewed: str = "t1", transitions: int = 0, duration: int = 10) -> dict:
@@ -98,7 +99,7 @@ async def _contend(kube: KubeApi) -> None:
     tasks = {name: asyncio.create_task(e.run()) for name, e in electors.items()}
     path = f"/apis/coordination.k8s.io/v1/namespaces/{kube.namespace}/leases/op"
     try:
-        await _until(lambda: any(e.leading for e in electors.values()), 10)
+        await until(lambda: any(e.leading for e in electors.values()), 10)
         await asyncio.sleep(1.0)  # several rounds: still exactly one
         leaders = [n for n, e in electors.items() if e.leading]
         assert len(leaders) == 1, leaders
@@ -111,7 +112,7 @@ async def _contend(kube: KubeApi) -> None:
         # The leader dies without handing the Lease back: the other waits out the lease.
         tasks[first].cancel()
         died = time.monotonic()
-        await _until(lambda: electors[other].leading, 10)
+        await until(lambda: electors[other].leading, 10)
         waited = time.monotonic() - died
         assert timing.lease_seconds - timing.retry <= waited, waited
         stored = kube.get(path)
@@ -124,17 +125,10 @@ async def _contend(kube: KubeApi) -> None:
         tasks[other].cancel()
         newcomer = elector("c")
         tasks["c"] = asyncio.create_task(newcomer.run())
-        await _until(lambda: newcomer.leading, 2)
+        await until(lambda: newcomer.leading, 2)
         assert log == [(first, "start"), (other, "start"), (other, "stop"), ("c", "start")]
     finally:
         for task in tasks.values():
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         await api.close()
-
-
-async def _until(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)

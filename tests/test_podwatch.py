@@ -4,7 +4,6 @@ ended (the server filters by phase), with what the reconciler reads of it, and o
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from stagegate_core.keys import LABEL_TJ
@@ -13,6 +12,7 @@ from stagegate_operator.kubeapi import load_connection
 from stagegate_operator.podwatch import EndedPods, slim_pod
 
 from tests.support.kube import KubeApi
+from tests.support.operator import until
 
 TERMINATED = {
     "exitCode": 0,
@@ -61,7 +61,7 @@ async def _ended(kube: KubeApi) -> None:
     kube.patch(f"{pods}/before/status", {"status": {"phase": "Failed"}})
     task = asyncio.create_task(ended.run())
     try:
-        await _until(lambda: ended.watching(kube.namespace), 10)
+        await until(lambda: ended.watching(kube.namespace), 10)
         assert [p["metadata"]["name"] for p in ended.pods(kube.namespace, "btc")] == ["before"]
 
         kube.create(pods, pod("fold", "btc-quick-fold-01"))
@@ -71,21 +71,14 @@ async def _ended(kube: KubeApi) -> None:
             "name": "trainer", "image": "trainer", "imageID": "", "ready": False,
             "restartCount": 0, "state": {"terminated": TERMINATED}}]}  # fmt: skip
         kube.patch(f"{pods}/fold/status", {"status": status})
-        await _until(lambda: len(ended.pods(kube.namespace, "btc")) == 2, 10)
+        await until(lambda: len(ended.pods(kube.namespace, "btc")) == 2, 10)
         found = {p["metadata"]["name"]: p for p in ended.pods(kube.namespace, "btc")}
         terminated = found["fold"]["status"]["containerStatuses"][0]["state"]["terminated"]
         assert terminated["message"] == TERMINATED["message"]
 
         kube.request("DELETE", f"{pods}/before")
-        await _until(lambda: len(ended.pods(kube.namespace, "btc")) == 1, 30)
+        await until(lambda: len(ended.pods(kube.namespace, "btc")) == 1, 30)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await api.close()
-
-
-async def _until(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)

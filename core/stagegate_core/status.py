@@ -234,28 +234,13 @@ def _conditions(
     previous: list[dict[str, str]] | None,
 ) -> list[dict[str, str]]:
     wanted: list[dict[str, str]] = []
-    if "quick" in summaries:
-        passed = bool(summaries["quick"]["passed"])
-        wanted.append(
-            _condition(
-                "QuickPassed",
-                passed,
-                "GatesPassed" if passed else "GatesFailed",
-                "quick stage gates",
-                now,
+    for stage in ("quick", "full"):
+        if stage in summaries:
+            passed = bool(summaries[stage]["passed"])
+            reason = "GatesPassed" if passed else "GatesFailed"
+            wanted.append(
+                _condition(f"{stage.title()}Passed", passed, reason, f"{stage} stage gates", now)
             )
-        )
-    if "full" in summaries:
-        passed = bool(summaries["full"]["passed"])
-        wanted.append(
-            _condition(
-                "FullPassed",
-                passed,
-                "GatesPassed" if passed else "GatesFailed",
-                "full stage gates",
-                now,
-            )
-        )
     if approval and approval.get("decision") in ("approved", "rejected"):
         ok = approval["decision"] == "approved"
         wanted.append(

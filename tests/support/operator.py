@@ -8,6 +8,7 @@ operator watching that namespace, which can be stopped, killed and restarted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -224,6 +225,14 @@ def install_crd(kube: KubeApi) -> None:
     kube.kubectl(
         "wait", "--for=condition=Established", "crd/trainingjobs.stagegate.io", "--timeout=60s"
     )
+
+
+async def until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> None:
+    """`poll` inside an event loop: wait without blocking the tasks under test."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
+        await asyncio.sleep(interval)
 
 
 def poll(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.3) -> Any:
