@@ -82,3 +82,22 @@ async def _ended(kube: KubeApi) -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await api.close()
+
+
+def test_a_watch_the_server_refuses_is_never_taken_as_running(kube_api: KubeApi) -> None:
+    """bob may not list pods: the reconciler must go on listing them itself, not wait for
+    pods this watch will never show."""
+
+    async def scenario() -> bool:
+        api = OperatorApi(load_connection(str(kube_api.kubeconfig_for("bob"))))
+        ended = EndedPods(api, [kube_api.namespace])
+        task = asyncio.create_task(ended.run())
+        try:
+            await asyncio.sleep(2.5)  # the first try and a retry, both refused
+            return ended.watching(kube_api.namespace)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await api.close()
+
+    assert asyncio.run(scenario()) is False
