@@ -55,6 +55,7 @@ from stagegate_core.specparts import ModelSpec
 from stagegate_trainer import fold as fold_module
 from stagegate_trainer import steps
 from stagegate_trainer.dataset import LABEL, build_dataset, timestamps_ns
+from stagegate_trainer.trading import OUTCOME_R, RISK_FRACTION, context_for, net_r
 
 DEFAULT_DATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "ohlcv" / "BTC_USDT-15m.parquet"
@@ -168,6 +169,12 @@ def features_vs_fit(data: Path, bars: int, threads: int) -> None:
         "purge_ns": spec.purge_bars("full") * bar_ns,
         "num_threads": threads,
         "feature_names": list(FEATURE_NAMES),
+        # The threshold is chosen on the validation rows' trades, as in a fold.
+        "r_net": net_r(
+            table[OUTCOME_R].to_numpy(dtype=np.float64),
+            table[RISK_FRACTION].to_numpy(dtype=np.float64),
+            context_for(spec).cost_fraction,
+        ),
     }
     fitted = fold_module.fit(x, y, ts, **kwargs)  # type: ignore[arg-type]
     call = FitCall(x, y, ts, kwargs, fitted, 0.0)

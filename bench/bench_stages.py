@@ -11,7 +11,7 @@ What is measured (local run issue):
   (`steps.with_overrides(manifest, data_uri=<temp parquet slice of those years>)`). Mode full
   also trains the final model after the stage, which is included in the wall time.
 
-Each stage runs in its own child process (so ru_maxrss figures belong to that stage alone) in a
+Each stage runs in its own child process (so its figures belong to that stage alone) in a
 fresh temporary artifacts folder, with the runner's default workers (one per core) and
 num_threads = cores // workers per fold, exactly as `stagegate run` does.
 
@@ -25,7 +25,7 @@ Figures per stage:
   overhead ratio when the workers ran in parallel.
 - peak memory: the largest sum of RSS over the whole process tree (runner + worker
   processes), sampled with psutil every --interval seconds in a thread; and ru_maxrss of the
-  runner process itself and of its children (the largest single worker).
+  runner process itself, and the largest sampled RSS of one worker.
 
 Targets on this 2-core machine: quick stage <= 60 s end to end, full stage <= 15 min, overhead
 ratio (wall / floor per core) <= 1.5 for the quick stage and <= 1.1 for the full stage (issue
@@ -37,7 +37,7 @@ JSON object (quick_wall_s, quick_ratio_to_fits, full_wall_s, full_ratio_to_fits,
 `--python` runs the stages under another interpreter (it needs psutil). Use one with
 `pip install 'stagegate[trainer]'` only, as `scripts/run-example` sets up, to measure what a
 user meets: with scikit-learn installed (the dev extra), importing LightGBM also imports
-scikit-learn, about 1 s more in every worker process. The figures say which it was.
+scikit-learn, about 1 s more of start-up (in the fork server). The figures say which it was.
 """
 
 from __future__ import annotations
@@ -71,7 +71,10 @@ MEMORY_TARGET = 4 * GIB
 
 
 class TreeSampler(threading.Thread):
-    """Peak of the summed RSS of this process and all its descendants."""
+    """Peak of the summed RSS of this process and all its descendants, and the CPU time of the
+    descendants (workers are the fork server's children, which RUSAGE_CHILDREN never counts:
+    the fork server outlives the stage). A descendant's CPU is its last sample, so up to one
+    interval of each short-lived process may be missed."""
 
     def __init__(self, interval: float) -> None:
         super().__init__(daemon=True)
@@ -81,13 +84,24 @@ class TreeSampler(threading.Thread):
         self.samples = 0
         self._halt = threading.Event()
         self._me = psutil.Process(os.getpid())
+        self._cpu: dict[int, float] = {}  # pid: user + system seconds, last seen
+        self.largest_descendant = 0  # the largest RSS of one worker (or the fork server)
+
+    @property
+    def descendants_cpu(self) -> float:
+        return sum(self._cpu.values())
 
     def sample(self) -> None:
         procs = [self._me, *self._me.children(recursive=True)]
         total = 0
         for p in procs:
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                total += p.memory_info().rss
+                rss = p.memory_info().rss
+                total += rss
+                if p.pid != self._me.pid:
+                    self.largest_descendant = max(self.largest_descendant, rss)
+                    times = p.cpu_times()
+                    self._cpu[p.pid] = times.user + times.system
         self.samples += 1
         if total > self.peak:
             self.peak, self.peak_processes = total, len(procs)
@@ -158,7 +172,6 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         runner_cpu = time.process_time() - cpu0
         sampler.stop()
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         plan = runner.run.store.read_json(layout.PLAN)
         out.update(
             phase=result.status.phase,
@@ -178,12 +191,12 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
             peak_processes=sampler.peak_processes,
             samples=sampler.samples,
             runner_cpu=runner_cpu,
-            children_cpu=children.ru_utime + children.ru_stime,
+            children_cpu=sampler.descendants_cpu,
             load=os.getloadavg()[0],
             sklearn=importlib.util.find_spec("sklearn") is not None,
             python=sys.executable,
             maxrss_self=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            maxrss_children=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024,
+            largest_descendant=sampler.largest_descendant,
         )
     return out
 
@@ -233,15 +246,15 @@ def report(r: dict[str, Any]) -> None:
     )
     print(
         f"cpu seconds:                 runner process {r['runner_cpu']:.2f} s (prepare, loop, "
-        f"summaries, sampler), workers {r['children_cpu']:.2f} s; 1-min load at the end "
-        f"{r['load']:.2f} (other work on the machine skews timings)"
+        f"summaries, sampler), fork server and workers {r['children_cpu']:.2f} s; 1-min load at "
+        f"the end {r['load']:.2f} (other work on the machine skews timings)"
     )
     print(
         f"interpreter:                 {r['python']} (scikit-learn "
         f"{'installed: LightGBM imports it' if r['sklearn'] else 'absent'})"
     )
     print(f"ru_maxrss runner process:    {r['maxrss_self'] / GIB:9.3f} GiB")
-    print(f"ru_maxrss children (max):    {r['maxrss_children'] / GIB:9.3f} GiB")
+    print(f"largest worker RSS (sampled): {r['largest_descendant'] / GIB:8.3f} GiB")
     lo, hi = OLD_SECONDS[s]
     print(
         f"old system, for context:     {OLD_SYSTEM[s]} -> {lo / wall:,.0f}x-{hi / wall:,.0f}x "

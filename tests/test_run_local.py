@@ -228,12 +228,12 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
 
 
 def _training_worker(parent: int, timeout: float = 120) -> psutil.Process:
-    """A worker of `parent` that is training: it has used more CPU time than its start-up
-    imports take (~2 s). Cumulative CPU time, unlike a CPU percentage, does not depend on how
-    busy the machine is."""
+    """A worker of `parent` (a child of its fork server) that is training: it has used more CPU
+    time than the fork server's start-up imports take (~2 s). Cumulative CPU time, unlike a CPU
+    percentage, does not depend on how busy the machine is."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for child in psutil.Process(parent).children():
+        for child in psutil.Process(parent).children(recursive=True):
             try:
                 times = child.cpu_times()
                 if times.user + times.system > 4.0:
@@ -298,7 +298,7 @@ def test_ctrl_c_cancels_cleanly_and_a_rerun_resumes(
     while not mtimes(run_dir(runs)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert mtimes(run_dir(runs)), "no fold finished"
-    workers = psutil.Process(process.pid).children()
+    workers = psutil.Process(process.pid).children(recursive=True)  # fork server included
     os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
     try:
         out, err = process.communicate(timeout=60)

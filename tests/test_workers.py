@@ -6,6 +6,7 @@ import os
 import signal
 import time
 
+import pytest
 from stagegate_trainer.workers import WorkerPool
 
 
@@ -50,5 +51,25 @@ def test_an_idle_worker_killed_from_outside_is_replaced() -> None:
         pool.submit("second", sum, [2])
         (done,) = _collect(pool)
         assert done.ok and done.value == 2
+    finally:
+        pool.stop()
+
+
+def test_a_worker_sees_the_environment_of_now_not_the_fork_servers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fork server keeps the environment it started with; a worker must see the parent's
+    when the worker started (credentials set after the first run, say)."""
+    first = WorkerPool(1)
+    try:
+        first.submit("before", os.getenv, "STAGEGATE_TEST_LATE")
+        assert _collect(first)[0].value is None
+    finally:
+        first.stop()
+    monkeypatch.setenv("STAGEGATE_TEST_LATE", "set later")
+    pool = WorkerPool(1)
+    try:
+        pool.submit("after", os.getenv, "STAGEGATE_TEST_LATE")
+        assert _collect(pool)[0].value == "set later"
     finally:
         pool.stop()

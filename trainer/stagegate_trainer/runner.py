@@ -259,7 +259,8 @@ class LocalRunner:
         t0 = time.perf_counter()
         steps.claim(self.run)
         pool = WorkerPool(
-            self.workers, preload=("stagegate_trainer.steps", "stagegate_trainer.fold")
+            self.workers,
+            preload=("stagegate_trainer.steps", "stagegate_trainer.fold"),
         )
         pool.start()  # workers import LightGBM while this process prepares
         # Prepare here, not in a worker: its failures are bad input (data, plan, storage) that
