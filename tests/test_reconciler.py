@@ -7,6 +7,8 @@ status it wrote.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 from typing import Any
 
@@ -377,11 +379,14 @@ class WatchedPods:
 class CountingApi(FakeApi):
     def __init__(self, tj: dict[str, Any]) -> None:
         super().__init__(tj)
-        self.pod_lists: list[str] = []
+        self.lists: list[tuple[str, str]] = []  # (plural, label selector)
+
+    @property
+    def pod_lists(self) -> list[str]:
+        return [selector for plural, selector in self.lists if plural == "pods"]
 
     async def list(self, gv: str, ns: str, plural: str, selector: str) -> list[dict[str, Any]]:
-        if plural == "pods":
-            self.pod_lists.append(selector)
+        self.lists.append((plural, selector))
         return await super().list(gv, ns, plural, selector)
 
 
@@ -399,3 +404,26 @@ def test_results_come_from_the_pod_watch_and_a_pod_it_has_not_shown_yet_is_liste
     run_pass(operator, api)
     assert len(api.pod_lists) == 1
     assert api.tj["status"]["stages"]["quick"]["folds"][0]["state"] == "Succeeded"
+
+
+class JobWatchDown:
+    def watching(self, namespace: str) -> bool:
+        return False
+
+
+def test_while_the_job_watch_is_down_a_pass_lists_the_jobs_itself() -> None:
+    """The cache holds no Jobs (the watch broke before they came): the pass must not act as if
+    there were none, which would create Jobs again and never see results."""
+    api = CountingApi(trainingjob(parallelism=1))
+    operator = Reconciler(api, OperatorMetrics(), clock=lambda: NOW, watched_jobs=JobWatchDown())  # type: ignore[arg-type]
+    operator.cache.put_trainingjob(copy.deepcopy(api.tj))
+    asyncio.run(operator.reconcile("ns", "btc"))
+    assert api.writes("create", "jobs") == ["btc-prepare"]
+    api.finish("btc-prepare", prepared())
+    operator.cache.drop_job("ns", "btc", "btc-prepare")
+    operator.cache.put_trainingjob(copy.deepcopy(api.tj))
+    api.forget_calls()
+    asyncio.run(operator.reconcile("ns", "btc"))
+    assert ("jobs", "stagegate.io/trainingjob=btc") in api.lists
+    assert api.tj["status"]["prepared"]["labelledRows"] == 990
+    assert "btc-prepare" not in api.writes("create", "jobs") + api.writes("delete", "jobs")

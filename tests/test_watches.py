@@ -1,5 +1,10 @@
-"""The operator's watch of ended step pods, on the real API server: a pod arrives once it has
-ended (the server filters by phase), with what the reconciler reads of it, and only then."""
+"""The operator's own watches, on the real API server.
+
+Ended step pods: a pod arrives once it has ended (the server filters by phase), with what the
+reconciler reads of it, and only then. Jobs: listed, then followed into the cache, each change
+asking for a pass of the TrainingJob that owns the Job. A watch the server refuses never counts
+as running (passes then ask the server themselves).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import asyncio
 from typing import Any
 
 from stagegate_core.keys import LABEL_TJ
+from stagegate_operator.cache import ObjectCache
+from stagegate_operator.jobwatch import WatchedJobs
 from stagegate_operator.kubeapi import KubeApi as OperatorApi
 from stagegate_operator.kubeapi import load_connection
 from stagegate_operator.podwatch import EndedPods, slim_pod
@@ -84,20 +91,99 @@ async def _ended(kube: KubeApi) -> None:
         await api.close()
 
 
-def test_a_watch_the_server_refuses_is_never_taken_as_running(kube_api: KubeApi) -> None:
-    """bob may not list pods: the reconciler must go on listing them itself, not wait for
-    pods this watch will never show."""
+def job(name: str, trainingjob: str = "btc") -> dict[str, Any]:
+    # Suspended: the Job controller starts no pod for it.
+    template = {key: value for key, value in pod(name, name)["spec"].items() if key != "nodeName"}
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "labels": {LABEL_TJ: trainingjob}},
+            "spec": {"suspend": True, "template": {"spec": template}}}  # fmt: skip
 
-    async def scenario() -> bool:
+
+def test_jobs_are_followed_into_the_cache_from_the_real_api_server(kube_api: KubeApi) -> None:
+    asyncio.run(_jobs(kube_api))
+
+
+async def _jobs(kube: KubeApi) -> None:
+    api = OperatorApi(load_connection(str(kube.kubeconfig)))
+    cache = ObjectCache()
+    watched = WatchedJobs(api, [kube.namespace], cache)
+    asked: list[tuple[str, str]] = []
+    watched.on_change = lambda namespace, name: asked.append((namespace, name))
+    jobs = f"/apis/batch/v1/namespaces/{kube.namespace}/jobs"
+    kube.create(jobs, job("btc-prepare"))  # there before the watch starts: listed
+    task = asyncio.create_task(watched.run())
+
+    def names() -> set[str]:
+        return {j["metadata"]["name"] for j in cache.jobs(kube.namespace, "btc")}
+
+    try:
+        await until(lambda: watched.watching(kube.namespace), 10)
+        assert names() == {"btc-prepare"} and (kube.namespace, "btc") in asked
+        (cached,) = cache.jobs(kube.namespace, "btc")
+        assert "managedFields" not in cached["metadata"] and cached["spec"] == {"backoffLimit": 6}
+
+        asked.clear()
+        kube.create(jobs, job("eth-prepare", trainingjob="eth"))
+        await until(lambda: (kube.namespace, "eth") in asked, 10)
+        assert [j["metadata"]["name"] for j in cache.jobs(kube.namespace, "eth")] == ["eth-prepare"]
+
+        kube.request("DELETE", f"{jobs}/btc-prepare")
+        await until(lambda: not names(), 30)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await api.close()
+
+
+def test_a_watch_the_server_refuses_is_never_taken_as_running(kube_api: KubeApi) -> None:
+    """bob may list neither pods nor Jobs: passes must go on listing them themselves, not wait
+    for what these watches will never show."""
+
+    async def scenario() -> tuple[bool, bool]:
         api = OperatorApi(load_connection(str(kube_api.kubeconfig_for("bob"))))
         ended = EndedPods(api, [kube_api.namespace])
-        task = asyncio.create_task(ended.run())
+        watched = WatchedJobs(api, [kube_api.namespace], ObjectCache())
+        tasks = [asyncio.create_task(ended.run()), asyncio.create_task(watched.run())]
         try:
             await asyncio.sleep(2.5)  # the first try and a retry, both refused
-            return ended.watching(kube_api.namespace)
+            return ended.watching(kube_api.namespace), watched.watching(kube_api.namespace)
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await api.close()
 
-    assert asyncio.run(scenario()) is False
+    assert asyncio.run(scenario()) == (False, False)
+
+
+def test_only_a_change_the_reconciler_reads_asks_for_a_pass() -> None:
+    cache = ObjectCache()
+    watched = WatchedJobs(None, ["ns"], cache)  # type: ignore[arg-type]  # no API: no run()
+    asked: list[tuple[str, str]] = []
+    watched.on_change = lambda namespace, name: asked.append((namespace, name))
+
+    def event(version: int, kind: str = "MODIFIED", **status: Any) -> None:
+        watched.apply(kind, {"metadata": {
+            "name": "btc-prepare", "namespace": "ns", "labels": {LABEL_TJ: "btc"},
+            "resourceVersion": str(version), "managedFields": [{"manager": "x"}]},
+            "spec": {"backoffLimit": 2}, "status": status})  # fmt: skip
+
+    event(1, "ADDED")
+    event(2, active=1, uncountedTerminatedPods={})
+    event(3, active=1, uncountedTerminatedPods={"succeeded": ["uid"]})  # not read: no pass
+    event(2, active=0)  # older than the cached version: ignored
+    assert asked == [("ns", "btc")] * 2
+    conditions = [{"type": "Complete", "status": "True", "lastProbeTime": "t"}]
+    event(4, succeeded=1, conditions=conditions)
+    (cached,) = cache.jobs("ns", "btc")
+    assert cached["status"] == {
+        "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True"}],
+    }
+    watched.apply("DELETED", {"metadata": {"name": "btc-prepare", "namespace": "ns",
+                                           "labels": {LABEL_TJ: "btc"}}})  # fmt: skip
+    assert cache.jobs("ns", "btc") == [] and len(asked) == 4
+
+    watched.replace("ns", [{"metadata": {"name": "eth-prepare", "namespace": "ns",
+                                         "labels": {LABEL_TJ: "eth"}}}])  # fmt: skip
+    assert asked[-1] == ("ns", "eth") and cache.jobs("ns", "eth")

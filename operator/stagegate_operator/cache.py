@@ -1,4 +1,4 @@
-"""What the watches have shown: TrainingJobs and their Jobs, kept current by kopf's events.
+"""What the watches have shown: TrainingJobs (kopf's watch) and their Jobs (our own).
 
 A reconcile reads from here instead of asking the API server each time (at a hundred
 TrainingJobs that was a third of the operator's requests). The operator's own writes go in at
@@ -31,9 +31,20 @@ def _newer(incoming: dict[str, Any], cached: dict[str, Any] | None) -> bool:
     return new is None or old is None or new >= old
 
 
+# The parts of a Job's status the operator reads (counts, times, conditions).
+_JOB_STATUS = ("active", "ready", "succeeded", "failed", "startTime", "completionTime")
+_CONDITION = ("type", "status", "reason", "message")
+
+
 def slim_job(obj: dict[str, Any]) -> dict[str, Any]:
     """The parts of a Job the operator reads: thousands of Jobs are cached at once."""
     meta = obj["metadata"]
+    status = obj.get("status") or {}
+    slim_status = {k: status[k] for k in _JOB_STATUS if k in status}
+    if status.get("conditions"):
+        slim_status["conditions"] = [
+            {k: c[k] for k in _CONDITION if k in c} for c in status["conditions"]
+        ]
     return {
         "metadata": {
             "name": meta["name"],
@@ -42,7 +53,7 @@ def slim_job(obj: dict[str, Any]) -> dict[str, Any]:
             "resourceVersion": meta.get("resourceVersion"),
         },
         "spec": {"backoffLimit": (obj.get("spec") or {}).get("backoffLimit", 0)},
-        "status": obj.get("status") or {},
+        "status": slim_status,
     }
 
 
@@ -94,14 +105,31 @@ class ObjectCache:
     def jobs(self, namespace: str, trainingjob: str) -> list[dict[str, Any]]:
         return list(self._jobs.get((namespace, trainingjob), {}).values())
 
-    def put_job(self, obj: dict[str, Any]) -> None:
+    def put_job(self, obj: dict[str, Any]) -> bool:
+        """Cache `obj`; False when nothing the operator reads of it changed."""
         meta = obj["metadata"]
         owner = (meta.get("labels") or {}).get(LABEL_TJ)
         if owner is None:
-            return
+            return False
         group = self._jobs[(meta["namespace"], owner)]
-        if _newer(obj, group.get(meta["name"])):
-            group[meta["name"]] = slim_job(obj)
+        cached = group.get(meta["name"])
+        if not _newer(obj, cached):
+            return False
+        slim = slim_job(obj)
+        group[meta["name"]] = slim
+        return cached is None or (slim["status"], slim["spec"]) != (
+            cached["status"], cached["spec"],
+        )  # fmt: skip
+
+    def replace_jobs(self, scope: str | None, items: list[dict[str, Any]]) -> set[Key]:
+        """The Jobs of `scope` (None: every namespace) are now `items`, as a LIST answered;
+        the TrainingJobs whose Jobs were or are there."""
+        touched = {key for key in self._jobs if scope is None or key[0] == scope}
+        for key in touched:
+            del self._jobs[key]
+        for obj in items:
+            self.put_job(obj)
+        return touched | {key for key in self._jobs if scope is None or key[0] == scope}
 
     def drop_job(self, namespace: str, trainingjob: str, name: str) -> None:
         self._jobs.get((namespace, trainingjob), {}).pop(name, None)

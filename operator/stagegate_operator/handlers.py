@@ -1,8 +1,8 @@
 """kopf handlers: thin. They only notice that something happened and ask for a reconcile.
 
-Every event on a TrainingJob, and on any Job it owns, triggers a reconcile of that
-TrainingJob; a resync loop reconciles every TrainingJob periodically as well, so nothing
-depends on seeing one particular event (level-based, not edge-based).
+Every event on a TrainingJob triggers a reconcile of it, as does every change to a Job it owns
+(the operator's own watch, jobwatch.py); a resync loop reconciles every TrainingJob
+periodically as well, so nothing depends on seeing one particular event (level-based).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import kopf
 from stagegate_core.spec import API_GROUP, API_VERSION, PLURAL
 
 from .cache import ObjectCache
-from .children import LABEL_TJ
 from .config import OperatorConfig
+from .jobwatch import WatchedJobs
 from .kubeapi import KubeApi, load_connection
 from .leader import LeaderElector
 from .metrics import OperatorMetrics
@@ -81,21 +81,25 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         api = KubeApi(load_connection(config.kubeconfig))
         cache = ObjectCache()
         ended = EndedPods(api, config.namespaces)
+        jobs = WatchedJobs(api, config.namespaces, cache)
         reconciler = Reconciler(
             api,
             metrics,
             cache=cache,
             ended_pods=ended,
+            watched_jobs=jobs,
             trainer_command=config.trainer_command,
             defaults=config.defaults,
         )
         scheduler = Scheduler(reconciler.reconcile_safely, cache.trainingjob_keys)
+        jobs.on_change = scheduler.trigger
         memo["running"] = Running(api, cache, scheduler)
         loop = asyncio.get_running_loop()
-        memo["resync"] = loop.create_task(
-            resync(scheduler, api, config.namespaces, config.resync_seconds)
-        )
-        memo["podwatch"] = loop.create_task(ended.run())
+        memo["tasks"] = [
+            loop.create_task(resync(scheduler, api, config.namespaces, config.resync_seconds)),
+            loop.create_task(ended.run()),
+            loop.create_task(jobs.run()),
+        ]
 
         def lead(active: bool) -> None:
             metrics.leader.set(1 if active else 0)
@@ -109,13 +113,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
                 on_start=lambda: lead(True), on_stop=lambda: lead(False),
             )  # fmt: skip
             memo["elector"] = elector
-            memo["election"] = loop.create_task(elector.run())
+            memo["tasks"].append(loop.create_task(elector.run()))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-        for task in (memo.get("resync"), memo.get("election"), memo.get("podwatch")):
-            if isinstance(task, asyncio.Task):
-                task.cancel()
+        for task in memo.get("tasks") or []:
+            task.cancel()
         running = _running(memo)
         if running is not None:
             await running.scheduler.idle()
@@ -137,17 +140,3 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         elif not running.cache.put_trainingjob(dict(event["object"])):
             return  # the echo of our own status patch: nothing new to act on
         running.scheduler.trigger(namespace, name, urgent=True)
-
-    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_TJ: kopf.PRESENT}, registry=registry)
-    async def job_event(
-        event: Mapping[str, Any], name: str, labels: Mapping[str, str], namespace: str | None,
-        memo: kopf.Memo, **_: Any,
-    ) -> None:  # fmt: skip
-        running = _running(memo)
-        if running is None or not namespace:
-            return
-        if event.get("type") == "DELETED":
-            running.cache.drop_job(namespace, labels[LABEL_TJ], name)
-        else:
-            running.cache.put_job(dict(event["object"]))
-        running.scheduler.trigger(namespace, labels[LABEL_TJ])

@@ -1,6 +1,7 @@
 """A small async Kubernetes API client: the few calls the operator makes, over aiohttp.
 
-kopf watches and patches the TrainingJobs; this client does the rest (Jobs, Pods, ConfigMaps).
+kopf watches the TrainingJobs; this client does the rest (their status, Jobs, Pods, ConfigMaps,
+and the watches of Jobs and ended pods).
 It reads the same kubeconfig or in-cluster service account that kopf logs in with.
 """
 
@@ -20,6 +21,7 @@ import aiohttp
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # The API server answers with the object's metadata alone (resourceVersion included).
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class ApiError(Exception):

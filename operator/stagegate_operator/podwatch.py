@@ -10,16 +10,14 @@ here (the watch is behind, or broken) still lists that Job's pods itself.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections import defaultdict
 from typing import Any
 
 from stagegate_core.keys import LABEL_TJ
 
-from .kubeapi import ApiError, KubeApi
+from .informer import Informer
+from .kubeapi import KubeApi
 
-log = logging.getLogger("stagegate.operator")
 ENDED = "status.phase!=Pending,status.phase!=Running"
 Key = tuple[str, str]  # namespace, TrainingJob
 
@@ -49,78 +47,38 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 class EndedPods:
-    """The ended step pods of every TrainingJob in scope, kept by the watch; `synced` holds the
-    scopes whose watch is running (None: all namespaces)."""
+    """The ended step pods of every TrainingJob in scope, kept by the watch."""
 
     def __init__(self, api: KubeApi, namespaces: list[str]) -> None:
-        self.api = api
-        self.scopes: list[str | None] = list(namespaces) or [None]
         self._pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
-        self.synced: set[str | None] = set()
+        params = {"labelSelector": LABEL_TJ, "fieldSelector": ENDED}
+        self.informer = Informer(api, "v1", "pods", namespaces, params, self)
 
     def pods(self, namespace: str, trainingjob: str) -> list[dict[str, Any]]:
         return list(self._pods.get((namespace, trainingjob), {}).values())
 
     def watching(self, namespace: str) -> bool:
-        return None in self.synced or namespace in self.synced
+        return self.informer.watching(namespace)
 
     def forget(self, namespace: str, trainingjob: str) -> None:
         self._pods.pop((namespace, trainingjob), None)
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._follow(scope) for scope in self.scopes))
+        await self.informer.run()
 
-    async def _follow(self, scope: str | None) -> None:
-        path = "/api/v1/pods" if scope is None else KubeApi.path("v1", scope, "pods")
-        params = {"labelSelector": LABEL_TJ, "fieldSelector": ENDED}
-        while True:
-            try:
-                listing = await self.api.request("GET", path, params=params)
-                self._replace(scope, listing.get("items", []))
-                version = listing["metadata"]["resourceVersion"]
-                while version:  # until the server says the version is too old (410)
-                    version = await self._watch(path, params, version)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a broken watch: reconciles list pods meanwhile
-                self.synced.discard(scope)
-                log.warning("watching ended pods: %s", exc)
-                await asyncio.sleep(1.0)
-
-    def _replace(self, scope: str | None, items: list[dict[str, Any]]) -> None:
+    def replace(self, scope: str | None, items: list[dict[str, Any]]) -> None:
         for key in [k for k in self._pods if scope is None or k[0] == scope]:
             del self._pods[key]
         for pod in items:
-            self._put(pod)
-        self.synced.add(scope)
+            self.apply("ADDED", pod)
 
-    def _put(self, pod: dict[str, Any]) -> Key | None:
-        meta = pod["metadata"]
+    def apply(self, kind: str, obj: dict[str, Any]) -> None:
+        # No pass is asked for here: the Job's own event, which follows, asks for it.
+        meta = obj["metadata"]
         owner = (meta.get("labels") or {}).get(LABEL_TJ)
         if owner is None:
-            return None
-        key = (meta["namespace"], owner)
-        self._pods[key][meta["name"]] = slim_pod(pod)
-        return key
-
-    async def _watch(self, path: str, params: dict[str, str], version: str) -> str | None:
-        """Follow one watch request; the version to go on from, None to list again."""
-        async for kind, obj in self.api.watch(path, {**params, "resourceVersion": version}):
-            if kind == "ERROR":
-                if obj.get("code") == 410:
-                    return None
-                raise ApiError(int(obj.get("code") or 500), obj.get("reason", ""),
-                               obj.get("message", ""))  # fmt: skip
-            version = obj["metadata"].get("resourceVersion") or version
-            if kind == "BOOKMARK":
-                continue
-            meta = obj["metadata"]
-            owner = (meta.get("labels") or {}).get(LABEL_TJ)
-            if owner is None:
-                continue
-            if kind == "DELETED":
-                self._pods.get((meta["namespace"], owner), {}).pop(meta["name"], None)
-                continue
-            # No pass is asked for here: the Job's own event, which follows, asks for it.
-            self._put(obj)
-        return version
+            return
+        if kind == "DELETED":
+            self._pods.get((meta["namespace"], owner), {}).pop(meta["name"], None)
+        else:
+            self._pods[(meta["namespace"], owner)][meta["name"]] = slim_pod(obj)

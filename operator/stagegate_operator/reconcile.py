@@ -30,6 +30,7 @@ from .act import Actor
 from .cache import ObjectCache
 from .defaults import TrainerDefaults
 from .events import Events
+from .jobwatch import WatchedJobs
 from .kubeapi import ApiError, KubeApi
 from .mergepatch import pruned, status_patch
 from .metrics import OperatorMetrics
@@ -51,13 +52,16 @@ class Reconciler:
         defaults: TrainerDefaults | None = None,
         cache: ObjectCache | None = None,
         ended_pods: EndedPods | None = None,
+        watched_jobs: WatchedJobs | None = None,
     ) -> None:
         self.api = api
         self.metrics = metrics
         self.clock = clock
         self.defaults = defaults or TrainerDefaults()
-        # Kept current by the watches (the kopf handlers): Jobs are read from it, never listed.
+        # Kept current by the watches: TrainingJobs by kopf's, Jobs by `watched_jobs` (without
+        # it, whoever made the cache fills it). Jobs are listed only while that watch is down.
         self.cache = cache or ObjectCache()
+        self.watched_jobs = watched_jobs
         # Kept by the operator's own watch of ended pods; without it, pods are listed.
         self.ended_pods = ended_pods
         self.specs = specs.Specs()
@@ -195,8 +199,12 @@ class Reconciler:
         failed, or (at most every pending.CHECK_INTERVAL_SECONDS) which of them wait for the
         scheduler.
         """
-        jobs = {j["metadata"]["name"]: j for j in self.cache.jobs(namespace, name)}
         selector = f"{children.LABEL_TJ}={name}"
+        if self.watched_jobs is None or self.watched_jobs.watching(namespace):
+            found = self.cache.jobs(namespace, name)
+        else:
+            found = await self.api.list("batch/v1", namespace, "jobs", selector)
+        jobs = {j["metadata"]["name"]: j for j in found}
         key = (namespace, name)
         unready = any(pending.may_be_pending(j, now) for j in jobs.values())
         if unready and self.pending.due(key, now):  # every pod: which wait for the scheduler

@@ -16,7 +16,7 @@ from stagegate_core.spec import PLURAL
 
 from . import children
 from .cache import Key
-from .kubeapi import KubeApi
+from .kubeapi import METADATA_LIST, KubeApi
 
 log = logging.getLogger("stagegate.operator")
 
@@ -125,7 +125,9 @@ async def resync(
                     if namespace is None
                     else KubeApi.path(children.GROUP_VERSION, namespace, PLURAL)
                 )
-                listing = await api.request("GET", path)
+                # Names are all a resync needs: the bodies (tens of KB each, with every fold's
+                # metrics) are in the cache, and decoding them all was a burst every round.
+                listing = await api.request("GET", path, accept=METADATA_LIST)
                 for item in listing.get("items", []):
                     meta = item["metadata"]
                     scheduler.trigger(meta["namespace"], meta["name"])

@@ -1,0 +1,47 @@
+"""The TrainingJobs' Jobs, from the operator's own watch into the cache.
+
+A change the reconciler can see (counts, times, conditions) asks for a pass of the TrainingJob
+that owns the Job; the rest of a Job's updates (ready counts of terminating pods, managed
+fields) are dropped here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from stagegate_core.keys import LABEL_TJ
+
+from .cache import ObjectCache
+from .informer import Informer
+from .kubeapi import KubeApi
+
+
+class WatchedJobs:
+    def __init__(self, api: KubeApi, namespaces: list[str], cache: ObjectCache) -> None:
+        self.cache = cache
+        # Set once the scheduler exists: asks for a pass of (namespace, trainingjob).
+        self.on_change: Callable[[str, str], None] = lambda namespace, name: None
+        self.informer = Informer(api, "batch/v1", "jobs", namespaces,
+                                 {"labelSelector": LABEL_TJ}, self)  # fmt: skip
+
+    def watching(self, namespace: str) -> bool:
+        return self.informer.watching(namespace)
+
+    async def run(self) -> None:
+        await self.informer.run()
+
+    def replace(self, scope: str | None, items: list[dict[str, Any]]) -> None:
+        for namespace, name in self.cache.replace_jobs(scope, items):
+            self.on_change(namespace, name)
+
+    def apply(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        owner = (meta.get("labels") or {}).get(LABEL_TJ)
+        if owner is None:
+            return
+        if kind == "DELETED":
+            self.cache.drop_job(meta["namespace"], owner, meta["name"])
+        elif not self.cache.put_job(obj):
+            return
+        self.on_change(meta["namespace"], owner)
