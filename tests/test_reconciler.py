@@ -22,6 +22,7 @@ from stagegate_core.keys import (
 from stagegate_core.metricnames import BASELINES, METRICS
 from stagegate_core.spec import TrainingJobSpec, spec_fingerprint
 from stagegate_operator import specs
+from stagegate_operator.kubeapi import ApiError
 from stagegate_operator.metrics import OperatorMetrics
 from stagegate_operator.reconcile import Reconciler
 
@@ -427,3 +428,31 @@ def test_while_the_job_watch_is_down_a_pass_lists_the_jobs_itself() -> None:
     assert ("jobs", "stagegate.io/trainingjob=btc") in api.lists
     assert api.tj["status"]["prepared"]["labelledRows"] == 990
     assert "btc-prepare" not in api.writes("create", "jobs") + api.writes("delete", "jobs")
+
+
+class RefusesOne(FakeApi):
+    """Creates every Job but one, which the API server refuses as invalid."""
+
+    def __init__(self, tj: dict[str, Any], refused: str) -> None:
+        super().__init__(tj)
+        self.refused = refused
+
+    async def create(self, gv: str, ns: str, plural: str, body: Any) -> Any:
+        if plural == "jobs" and body["metadata"]["name"] == self.refused:
+            self.calls.append(("create", plural, self.refused))
+            raise ApiError(422, "Invalid", f'Job.batch "{self.refused}" is invalid')
+        return await super().create(gv, ns, plural, body)
+
+
+def test_jobs_of_one_pass_start_together_and_a_refusal_stops_those_that_started() -> None:
+    api = RefusesOne(trainingjob(parallelism=3), "btc-quick-fold-02")
+    operator = reconciler(api)
+    run_pass(operator, api)
+    api.finish("btc-prepare", prepared())
+    api.forget_calls()
+    run_pass(operator, api)
+    started = ["btc-quick-fold-01", "btc-quick-fold-02", "btc-quick-fold-03"]
+    assert sorted(api.writes("create", "jobs")) == started  # all tried, not stopped at one
+    assert api.tj["status"]["phase"] == "Failed"
+    assert "btc-quick-fold-02" in api.tj["status"]["message"]
+    assert sorted(api.writes("delete", "jobs")) == ["btc-quick-fold-01", "btc-quick-fold-03"]

@@ -12,6 +12,7 @@ Events posted by events.py.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -254,23 +255,32 @@ class Reconciler:
         approval: Mapping[str, Any] | None,
         memory: Memory,
     ) -> Decision:
-        """Carry out the decision's actions; the decision to publish (an API error changes
-        it: the rest of the actions wait for the next pass, or the run ends Failed)."""
+        """Carry out the decision's actions, at once (a pass that starts four fold Jobs waits
+        for one round trip, not four); the decision to publish (an API error changes it: the
+        failed actions wait for the next pass, or the run ends Failed)."""
         meta = body["metadata"]
-        for action in decision.actions:
-            try:
-                await self.actor.carry_out(action, body, spec, jobs, approval, memory.carried)
-            except ApiError as exc:
-                problem = failing.describe_api_error(failing.doing(meta["name"], action), exc)
-                log.warning("%s/%s: %s", meta["namespace"], meta["name"], problem)
-                await self.events.warn(body, "ApiError", problem)
-                decision = failing.after_api_error(decision, problem, exc)
-                if decision.phase == "Failed":  # stop what still runs; best effort
-                    with contextlib.suppress(ApiError):
-                        await self.actor.carry_out(
-                            StopRunning(), body, spec, jobs, approval, memory.carried
-                        )
-                break
+        outcomes = await asyncio.gather(
+            *(self.actor.carry_out(action, body, spec, jobs, approval, memory.carried)
+              for action in decision.actions),
+            return_exceptions=True,
+        )  # fmt: skip
+        for action, outcome in zip(decision.actions, outcomes, strict=True):
+            if outcome is None:
+                continue
+            if not isinstance(outcome, ApiError):
+                raise outcome
+            problem = failing.describe_api_error(failing.doing(meta["name"], action), outcome)
+            log.warning("%s/%s: %s", meta["namespace"], meta["name"], problem)
+            await self.events.warn(body, "ApiError", problem)
+            decision = failing.after_api_error(decision, problem, outcome)
+            if decision.phase == "Failed":  # stop what still runs, started now too; best effort
+                cached = self.cache.jobs(meta["namespace"], meta["name"])
+                started = {j["metadata"]["name"]: j for j in cached}
+                with contextlib.suppress(ApiError):
+                    await self.actor.carry_out(
+                        StopRunning(), body, spec, {**started, **jobs}, approval, memory.carried
+                    )
+            break
         return decision
 
     async def _publish(
