@@ -94,3 +94,28 @@ def test_passes_of_one_trainingjob_are_spaced_and_an_urgent_trigger_ends_the_wai
     spaced, still, done = asyncio.run(scenario())
     assert spaced == ["a", "b"] and still == ["a", "b"]
     assert done == ["a", "b", "a"]
+
+
+def test_a_resync_passes_only_what_had_no_pass_lately_and_forgets_the_deleted() -> None:
+    async def scenario() -> tuple[list[str], list[str], set[tuple[str, str]]]:
+        passes = Passes()
+        passes.release.set()
+        scheduler = Scheduler(passes, lambda: [], settle_seconds=0)
+        scheduler.trigger("ns", "busy")  # reconciled just now (a fold finished)
+        await scheduler.idle()
+        passes.names.clear()
+        scheduler.resync([("ns", "busy"), ("ns", "quiet")], fresh_seconds=60)
+        await scheduler.idle()
+        first = list(passes.names)
+        passes.names.clear()
+        scheduler.resync([("ns", "busy"), ("ns", "quiet")], fresh_seconds=0)
+        await scheduler.idle()
+        every = sorted(passes.names)
+        scheduler.resync([("ns", "quiet")], fresh_seconds=60)  # busy was deleted
+        await scheduler.idle()
+        return first, every, set(scheduler._started) | set(scheduler._ended)
+
+    first, every, remembered = asyncio.run(scenario())
+    assert first == ["quiet"]
+    assert every == ["busy", "quiet"]
+    assert remembered == {("ns", "quiet")}

@@ -1,9 +1,11 @@
 """When each TrainingJob gets its next reconcile pass.
 
 Passes of one TrainingJob never overlap; what happens during a pass earns one more pass after
-it, and bursts of Job events coalesce into that one. A periodic resync gives every TrainingJob a
-pass as well, so nothing depends on seeing one particular event (approvals are read, timeouts
-noticed, a restarted operator catches up). While another replica leads, nothing is scheduled.
+it, and bursts of Job events coalesce into that one. A periodic resync gives every TrainingJob that
+had no pass lately a pass as well, so nothing depends on seeing one particular event (approvals
+are read, timeouts noticed, a restarted operator catches up), while one that reconciles anyway
+(its folds finish every few seconds) is not reconciled once more for nothing. While another
+replica leads, nothing is scheduled.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from math import inf
 
 from stagegate_core.spec import PLURAL
 
@@ -42,6 +45,7 @@ class Scheduler:
         self._dirty: set[Key] = set()
         self._urgent: set[Key] = set()
         self._ended: dict[Key, float] = {}  # when the last pass of a TrainingJob ended
+        self._started: dict[Key, float] = {}  # when the last pass of a TrainingJob started
         self._wake: dict[Key, asyncio.Event] = {}  # an urgent trigger ends the spacing
 
     def activate(self, active: bool) -> None:
@@ -72,6 +76,7 @@ class Scheduler:
                 await self._spaced(key)
             while self.active:
                 self._dirty.discard(key)
+                self._started[key] = asyncio.get_running_loop().time()
                 await self.run_pass(*key)
                 if key not in self._dirty:
                     break
@@ -85,6 +90,18 @@ class Scheduler:
             self._running.pop(key, None)
             self._urgent.discard(key)
             self._ended[key] = asyncio.get_running_loop().time()
+
+    def resync(self, keys: Iterable[Key], fresh_seconds: float) -> None:
+        """A pass for each of `keys` (every TrainingJob there is) whose last pass started over
+        `fresh_seconds` ago; what is not among them any more (deleted) is forgotten."""
+        now = asyncio.get_running_loop().time()
+        present = set(keys)
+        for key in (set(self._started) | set(self._ended)) - present - set(self._running):
+            self._started.pop(key, None)
+            self._ended.pop(key, None)
+        for key in present:
+            if key not in self._running and now - self._started.get(key, -inf) >= fresh_seconds:
+                self.trigger(*key)
 
     async def _spaced(self, key: Key) -> None:
         """Wait until `settle_seconds` after the TrainingJob's last pass (or an urgent trigger)."""
@@ -112,13 +129,15 @@ class Scheduler:
 async def resync(
     scheduler: Scheduler, api: KubeApi, namespaces: Sequence[str], every: float
 ) -> None:
-    """Schedule a pass of every TrainingJob every `every` seconds; `namespaces` empty: all."""
+    """Every `every` seconds, a pass of each TrainingJob that had none in the last half of
+    that (so none goes more than 1.5 x `every` without one); `namespaces` empty: all."""
     while True:
         await asyncio.sleep(every)
         if not scheduler.active:
             continue
         try:
             scopes: list[str | None] = list(namespaces) or [None]
+            keys: list[Key] = []
             for namespace in scopes:
                 path = (
                     f"/apis/{children.GROUP_VERSION}/{PLURAL}"
@@ -129,7 +148,7 @@ async def resync(
                 # metrics) are in the cache, and decoding them all was a burst every round.
                 listing = await api.request("GET", path, accept=METADATA_LIST)
                 for item in listing.get("items", []):
-                    meta = item["metadata"]
-                    scheduler.trigger(meta["namespace"], meta["name"])
+                    keys.append((item["metadata"]["namespace"], item["metadata"]["name"]))
+            scheduler.resync(keys, every / 2)
         except Exception as exc:  # the next round tries again
             log.warning("resync failed: %s", exc)
