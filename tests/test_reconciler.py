@@ -456,3 +456,16 @@ def test_jobs_of_one_pass_start_together_and_a_refusal_stops_those_that_started(
     assert api.tj["status"]["phase"] == "Failed"
     assert "btc-quick-fold-02" in api.tj["status"]["message"]
     assert sorted(api.writes("delete", "jobs")) == ["btc-quick-fold-01", "btc-quick-fold-03"]
+
+
+def test_fold_metrics_are_one_series_per_stage_and_metric_not_one_per_fold() -> None:
+    run = Run(mode="sequential", parallelism=2, approval={"policy": "manual"})
+    run.through_quick_stage()
+    text = metrics(run)
+    series = [
+        line for line in text.splitlines() if line.startswith("stagegate_latest_fold_metric{")
+    ]
+    assert len(series) == len(METRICS)  # the quick stage's, whatever the fold count
+    assert all('stage="quick"' in line and "fold=" not in line for line in series)
+    (latest,) = [line for line in text.splitlines() if line.startswith("stagegate_latest_fold{")]
+    assert 'stage="quick"' in latest and latest.endswith(f" {float(QUICK_FOLDS)}")

@@ -21,7 +21,10 @@ def parse_iso(text: str | None) -> float | None:
     """A Kubernetes timestamp as epoch seconds; None for none."""
     if not text:
         return None
-    return datetime.strptime(text, FORMAT).replace(tzinfo=UTC).timestamp()
+    # fromisoformat, not strptime: a pass reads hundreds of timestamps, and strptime was 2 % of
+    # the operator's CPU. A time without an offset is UTC, as Kubernetes writes them.
+    parsed = datetime.fromisoformat(text)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def percent(value: float | None) -> str:
