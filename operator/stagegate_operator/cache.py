@@ -8,11 +8,14 @@ what is cached is ignored.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
-from .children import LABEL_TJ
+from stagegate_core.keys import LABEL_FOLD, LABEL_STAGE, LABEL_STEP, LABEL_TJ
+
+from .informer import kept
 
 Key = tuple[str, str]  # namespace, name
 
@@ -31,25 +34,28 @@ def _newer(incoming: dict[str, Any], cached: dict[str, Any] | None) -> bool:
     return new is None or old is None or new >= old
 
 
-# The parts of a Job's status the operator reads (counts, times, conditions).
+# The parts of a Job the operator reads: its labels, counts, times and conditions (the reason
+# and message of a Failed one only).
+_JOB_LABELS = (LABEL_TJ, LABEL_STEP, LABEL_STAGE, LABEL_FOLD)
 _JOB_STATUS = ("active", "ready", "succeeded", "failed", "startTime", "completionTime")
-_CONDITION = ("type", "status", "reason", "message")
 
 
 def slim_job(obj: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a Job the operator reads: thousands of Jobs are cached at once."""
+    """What the operator reads of a Job, and no more: thousands of Jobs are cached at once."""
     meta = obj["metadata"]
     status = obj.get("status") or {}
-    slim_status = {k: status[k] for k in _JOB_STATUS if k in status}
+    slim_status = kept(status, _JOB_STATUS)
     if status.get("conditions"):
         slim_status["conditions"] = [
-            {k: c[k] for k in _CONDITION if k in c} for c in status["conditions"]
-        ]
+            kept(c, ("type", "status", "reason", "message") if c.get("type") == "Failed"
+                 else ("type", "status"))
+            for c in status["conditions"]
+        ]  # fmt: skip
     return {
         "metadata": {
             "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": dict(meta.get("labels") or {}),
+            "namespace": sys.intern(meta["namespace"]),
+            "labels": kept(meta.get("labels"), _JOB_LABELS),
             "resourceVersion": meta.get("resourceVersion"),
         },
         "spec": {"backoffLimit": (obj.get("spec") or {}).get("backoffLimit", 0)},

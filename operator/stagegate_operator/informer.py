@@ -13,11 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from .kubeapi import ApiError, KubeApi
 
 log = logging.getLogger("stagegate.operator")
+
+
+def kept(found: Mapping[str, Any] | None, keys: Iterable[str]) -> dict[str, Any]:
+    """The members `keys` of `found` that are set, names and short strings interned: thousands
+    of cached objects share one copy of each label name, phase and reason instead of each
+    holding its own from its JSON decode."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        value = (found or {}).get(key)
+        if value is not None:
+            short = isinstance(value, str) and len(value) <= 40
+            out[sys.intern(key)] = sys.intern(value) if short else value
+    return out
 
 
 class Sink(Protocol):

@@ -10,12 +10,13 @@ here (the watch is behind, or broken) still lists that Job's pods itself.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from typing import Any
 
 from stagegate_core.keys import LABEL_TJ
 
-from .informer import Informer
+from .informer import Informer, kept
 from .kubeapi import KubeApi
 
 ENDED = "status.phase!=Pending,status.phase!=Running"
@@ -29,21 +30,20 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
     return {
         "metadata": {
             "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": dict(meta.get("labels") or {}),
+            "namespace": sys.intern(meta["namespace"]),
+            "labels": kept(meta.get("labels"), ("job-name", LABEL_TJ)),
             "creationTimestamp": meta.get("creationTimestamp"),
         },
         "status": {
-            "phase": status.get("phase"),
-            "reason": status.get("reason"),
-            "message": status.get("message"),
+            **kept(status, ("phase", "reason", "message")),
             "containerStatuses": [
-                {"name": c.get("name"), "state": {"terminated": c["state"]["terminated"]}}
+                {"name": sys.intern(c.get("name") or ""), "state": {"terminated": kept(
+                    c["state"]["terminated"], ("exitCode", "reason", "message"))}}
                 for c in status.get("containerStatuses") or []
                 if (c.get("state") or {}).get("terminated")
             ],
         },
-    }
+    }  # fmt: skip
 
 
 class EndedPods:
