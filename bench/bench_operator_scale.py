@@ -12,7 +12,10 @@ What runs (every process in its own process group, all stopped at exit, checked 
   requests can be told apart by client, and the node agent logs in as a user of its own
   (`bench-node-agent`, system:masters) because its aiohttp User-Agent is the operator's;
 - the real operator, `stagegate-operator --kubeconfig <the cluster's admin kubeconfig>
-  --trainer-command "<python> -S bench/stub_trainer.py"` (`--resync-seconds`, default 5), so
+  --trainer-command "<python> -S bench/stub_trainer.py"` (`--resync-seconds`, default 5),
+  installed as the operator image has it: `pip install -e '.[operator]'` into
+  .cache/venv-operator (made on first use), without the Kubernetes client, which kopf imports
+  where it is installed (about 55 MiB); `--operator-bin` runs another one. So
   every step pod is one bare interpreter start that writes a result of the right shape
   (prepare: quick --quick-folds, full --folds folds; all gates pass);
 - N TrainingJobs, manual approval, default stages except `maxFolds` (quick --quick-folds, full
@@ -81,6 +84,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+OPERATOR_VENV = ROOT / ".cache" / "venv-operator"
 STUB = ROOT / "bench" / "stub_trainer.py"
 CRD = ROOT / "crds" / "trainingjob.yaml"
 GROUP_PATH = "/apis/stagegate.io/v1alpha1"
@@ -536,6 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/pyspy/bin/py-spy")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, pods)")
+    p.add_argument(
+        "--operator-bin",
+        type=Path,
+        help="the stagegate-operator to run (default: .cache/venv-operator's, made if missing)",
+    )
     args = p.parse_args(argv)
 
     procs = Processes()
@@ -610,6 +619,8 @@ def run(args: argparse.Namespace, procs: Processes, cluster: BenchCluster, work:
             raise RuntimeError("CRD not served")
         time.sleep(0.2)
 
+    operator_bin = args.operator_bin or operator_install()
+    print(f"operator: {operator_bin} (Kubernetes client {client_state(operator_bin)})")
     metrics_port, health_port = free_port(), free_port()
     trainer = f"{sys.executable} -S {STUB}"
     op_log = work / "operator.log"
@@ -626,7 +637,7 @@ def run(args: argparse.Namespace, procs: Processes, cluster: BenchCluster, work:
     operator = procs.start(
         [
             *under_spy,
-            str(BIN / "stagegate-operator"),
+            str(operator_bin),
             "--kubeconfig",
             str(cluster.kubeconfig),
             "--namespace",
@@ -944,6 +955,25 @@ def run(args: argparse.Namespace, procs: Processes, cluster: BenchCluster, work:
         }
     )
     return 0 if phases.get("Succeeded") == n else 1
+
+
+def operator_install() -> Path:
+    """stagegate-operator as the operator image installs it: the core and the operator extra."""
+    binary = OPERATOR_VENV / "bin" / "stagegate-operator"
+    pyproject = ROOT / "pyproject.toml"
+    if not binary.exists() or binary.stat().st_mtime < pyproject.stat().st_mtime:
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(OPERATOR_VENV)], check=True)
+        subprocess.run([str(OPERATOR_VENV / "bin" / "pip"), "install", "--quiet", "-e",
+                        f"{ROOT}[operator]"], check=True)  # fmt: skip
+    return binary
+
+
+def client_state(binary: Path) -> str:
+    python = binary.parent / "python"
+    if not python.exists():
+        return "unknown"
+    found = subprocess.run([str(python), "-c", "import kubernetes"], capture_output=True)
+    return "installed: kopf imports it" if found.returncode == 0 else "absent, as in the image"
 
 
 def print_profile(path: Path, top: int = 25) -> None:

@@ -2,7 +2,7 @@
 
 kopf watches the TrainingJobs; this client does the rest (their status, Jobs, Pods, ConfigMaps,
 and the watches of Jobs and ended pods).
-It reads the same kubeconfig or in-cluster service account that kopf logs in with.
+It reads the kubeconfig (kubeconfig.py) or in-cluster service account that kopf logs in with.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+
+from .kubeconfig import KubeconfigError, NeedsClient, read_kubeconfig
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # The API server answers with the object's metadata alone (resourceVersion included).
@@ -47,7 +49,8 @@ class Connection:
 
 
 def load_connection(kubeconfig: str | None = None) -> Connection:
-    """In-cluster service account when present and no kubeconfig is given, else a kubeconfig."""
+    """In-cluster service account when present and no kubeconfig is given, else a kubeconfig
+    (read here; through the Kubernetes client only when it needs a credential plugin)."""
     path = kubeconfig or os.environ.get("KUBECONFIG")
     if not path and (SERVICE_ACCOUNT / "token").exists():
         host = os.environ["KUBERNETES_SERVICE_HOST"]
@@ -57,21 +60,30 @@ def load_connection(kubeconfig: str | None = None) -> Connection:
             token=(SERVICE_ACCOUNT / "token").read_text().strip(),
             ca_file=str(SERVICE_ACCOUNT / "ca.crt"),
         )
-    try:  # only for parsing kubeconfig files: the operator image leaves it out
+    file = Path(os.path.expanduser(path.split(os.pathsep)[0] if path else "~/.kube/config"))
+    try:
+        return Connection(**read_kubeconfig(file))
+    except KubeconfigError as exc:
+        raise NoCredentials(str(exc)) from None
+    except NeedsClient:
+        return _through_client(str(file))
+
+
+def _through_client(path: str) -> Connection:
+    try:  # only for credential plugins: the operator image leaves the client out
         from kubernetes import client, config
     except ImportError:
         raise NoCredentials(
-            "reading a kubeconfig needs the Kubernetes client: pip install 'stagegate[cli]' "
-            "(in a cluster the operator uses its service account instead)"
+            f"kubeconfig {path} needs a credential plugin, which needs the Kubernetes client: "
+            "pip install 'stagegate[cli]' (in a cluster the operator uses its service account)"
         ) from None
 
     configuration = client.Configuration()
     try:
         config.load_kube_config(config_file=path, client_configuration=configuration)
-    except Exception as exc:  # ConfigException, a missing file, malformed YAML
-        where = path or "~/.kube/config"
+    except Exception as exc:  # ConfigException, a failing plugin
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise NoCredentials(f"cannot read kubeconfig {where}: {reason}") from None
+        raise NoCredentials(f"cannot read kubeconfig {path}: {reason}") from None
     # kubernetes-client names the key "BearerToken" since v30, "authorization" before.
     keys = configuration.api_key or {}
     token = keys.get("BearerToken") or keys.get("authorization") or ""
