@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from .kubeapi import ApiError, KubeApi
 
 log = logging.getLogger("stagegate.operator")
+MAX_RETRY_SECONDS = 30.0  # a refused watch (RBAC) is tried again this often, not every second
 
 
 def kept(found: Mapping[str, Any] | None, keys: Iterable[str]) -> dict[str, Any]:
@@ -78,11 +79,13 @@ class Informer:
 
     async def _follow(self, scope: str | None) -> None:
         path = self._path(scope)
+        delay = self.retry_seconds
         while True:
             try:
                 listing = await self.api.request("GET", path, params=self.params)
                 self.sink.replace(scope, listing.get("items", []))
                 self.synced.add(scope)
+                delay = self.retry_seconds
                 version = listing["metadata"]["resourceVersion"]
                 while version:  # until the server says the version is too old (410)
                     version = await self._watch(path, version)
@@ -90,8 +93,9 @@ class Informer:
                 raise
             except Exception as exc:  # a broken watch: reconciles ask the server meanwhile
                 self.synced.discard(scope)
-                log.warning("watching %s: %s", self.plural, exc)
-                await asyncio.sleep(self.retry_seconds)
+                log.warning("watching %s: %s (again in %.0f s)", self.plural, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
 
     async def _watch(self, path: str, version: str) -> str | None:
         """Follow one watch request; the version to go on from, None to list again."""
