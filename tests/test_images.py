@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.images import OPERATOR, TRAINER
 from tests.support.images import python as image_python
@@ -287,7 +288,7 @@ def test_every_installed_distribution_is_pinned(extras: str, images: None) -> No
 
 
 @pytest.mark.podman
-def test_operator_image_has_no_numeric_stack(images: None) -> None:
+def test_operator_image_has_no_numeric_stack(images: None, tmp_path: Path) -> None:
     installed = image_python(OPERATOR, INSTALLED)
     assert isinstance(installed, dict)
     heavy = sorted({canonical(n) for n in installed} & {*HEAVY, "kubernetes"})
@@ -302,8 +303,22 @@ def test_operator_image_has_no_numeric_stack(images: None) -> None:
     )
     assert image_python(OPERATOR, code) == []
     assert "--health-port" in podman_run("run", "--rm", OPERATOR, "--help").stdout
-    # Out of a cluster it needs a kubeconfig and the client it leaves out: it says so.
+    # Out of a cluster it reads a kubeconfig itself; a missing one is one line naming it.
     out = podman_run("run", "--rm", OPERATOR, "--kubeconfig", "/nonexistent", check=False)
+    assert out.returncode == 2, out.stderr
+    assert "cannot read kubeconfig /nonexistent" in out.stderr and "Traceback" not in out.stderr
+    # A credential plugin needs the client the image leaves out: it says which extra has it.
+    plugin = {"apiVersion": "client.authentication.k8s.io/v1", "command": "aws"}
+    kubeconfig = tmp_path / "plugin.yaml"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "clusters": [{"name": "c", "cluster": {"server": "https://k"}}],
+        "users": [{"name": "u", "user": {"exec": plugin}}],
+    }))  # fmt: skip
+    kubeconfig.chmod(0o644)
+    out = podman_run("run", "--rm", "-v", f"{kubeconfig}:/kubeconfig:ro", OPERATOR,
+                     "--kubeconfig", "/kubeconfig", check=False)  # fmt: skip
     assert out.returncode == 2, out.stderr
     assert "stagegate[cli]" in out.stderr and "Traceback" not in out.stderr
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.support.kube import KubeBinaries, private_cluster
-from tests.support.operator import REPO, Cluster, kill_training_fold, poll
+from tests.support.operator import REPO, Cluster, install_crd, kill_training_fold, poll
 from tests.support.runs import OPEN_GATES
 
 pytestmark = [pytest.mark.timeout(420), pytest.mark.slow]
@@ -421,8 +421,7 @@ def test_api_server_and_etcd_restarted_mid_run(
     with private_cluster(tmp_path, kube_binaries) as (plane, kube):
         kube.namespace = "faults"
         kube.create_namespace("faults")
-        kube.kubectl("apply", "--server-side", "-f", str(REPO / "crds" / "trainingjob.yaml"))
-        kube.kubectl("wait", "--for=condition=Established", "crd/trainingjobs.stagegate.io")
+        install_crd(kube)
         kube.kubectl(
             "create",
             "secret",

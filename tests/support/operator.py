@@ -222,8 +222,16 @@ def install_crd(kube: KubeApi) -> None:
         if done.returncode == 0:
             break
         time.sleep(1)
-    kube.kubectl(
-        "wait", "--for=condition=Established", "crd/trainingjobs.stagegate.io", "--timeout=60s"
+    # Not `kubectl wait`: it fails at once ("accessor error: <nil>") while the new CRD has no
+    # conditions yet.
+    established = '{.status.conditions[?(@.type=="Established")].status}'
+    poll(
+        lambda: (
+            kube.kubectl(
+                "get", "crd/trainingjobs.stagegate.io", "-o", f"jsonpath={established}", check=False
+            ).stdout.strip()
+            == "True"
+        )
     )
 
 
