@@ -15,7 +15,7 @@ What runs (every process in its own process group, all stopped at exit, checked 
   --trainer-command "<python> -S bench/stub_trainer.py"` (`--resync-seconds`, default 5),
   installed as the operator image has it: `pip install -e '.[operator]'` into
   .cache/venv-operator (made on first use), without the Kubernetes client, which kopf imports
-  where it is installed (about 55 MiB); `--operator-bin` runs another one. So
+  where it is installed (about 40 MiB); `--operator-bin` runs another one. So
   every step pod is one bare interpreter start that writes a result of the right shape
   (prepare: quick --quick-folds, full --folds folds; all gates pass);
 - N TrainingJobs, manual approval, default stages except `maxFolds` (quick --quick-folds, full

@@ -1,7 +1,7 @@
 """Reading a kubeconfig without the Kubernetes client.
 
 The operator image leaves the client out (84 MB), and where it is installed kopf imports it
-(about 55 MiB of resident memory) only to offer a login the operator does not use. A kubeconfig
+(about 40 MiB more resident memory) only to offer a login the operator does not use. A kubeconfig
 that names a server, its CA and a token or client certificate is read here; one that needs a
 credential plugin (`exec`, `auth-provider`) or a password raises `NeedsClient`, and the caller
 tries the Kubernetes client. Of a KUBECONFIG list, the first file is read (kubectl merges them).
