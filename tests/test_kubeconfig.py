@@ -50,6 +50,7 @@ def test_embedded_certificates_are_written_to_private_files(tmp_path: Path) -> N
     assert [f.read_text() for f in files] == ["CA", "CERT", "KEY"]
     assert all(f.stat().st_mode & 0o077 == 0 for f in files)
     assert found["token"] is None and found["insecure"] is True
+    assert read_kubeconfig(path) == found  # read again: the same files, none written twice
 
 
 def test_a_token_file(tmp_path: Path) -> None:

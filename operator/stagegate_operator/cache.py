@@ -15,7 +15,7 @@ from typing import Any
 
 from stagegate_core.keys import LABEL_FOLD, LABEL_STAGE, LABEL_STEP, LABEL_TJ
 
-from .informer import kept
+from .informer import kept, owner
 
 Key = tuple[str, str]  # namespace, name
 
@@ -113,16 +113,16 @@ class ObjectCache:
 
     def put_job(self, obj: dict[str, Any]) -> bool:
         """Cache `obj`; False when nothing the operator reads of it changed."""
-        meta = obj["metadata"]
-        owner = (meta.get("labels") or {}).get(LABEL_TJ)
-        if owner is None:
+        key = owner(obj)
+        if key is None:
             return False
-        group = self._jobs[(meta["namespace"], owner)]
-        cached = group.get(meta["name"])
+        group = self._jobs[key]
+        name = obj["metadata"]["name"]
+        cached = group.get(name)
         if not _newer(obj, cached):
             return False
         slim = slim_job(obj)
-        group[meta["name"]] = slim
+        group[name] = slim
         return cached is None or (slim["status"], slim["spec"]) != (
             cached["status"], cached["spec"],
         )  # fmt: skip

@@ -17,6 +17,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from stagegate_core.keys import LABEL_TJ
+
 from .kubeapi import ApiError, KubeApi
 
 log = logging.getLogger("stagegate.operator")
@@ -34,6 +36,13 @@ def kept(found: Mapping[str, Any] | None, keys: Iterable[str]) -> dict[str, Any]
             short = isinstance(value, str) and len(value) <= 40
             out[sys.intern(key)] = sys.intern(value) if short else value
     return out
+
+
+def owner(obj: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, TrainingJob) of an object labelled with the TrainingJob it belongs to."""
+    meta = obj["metadata"]
+    name = (meta.get("labels") or {}).get(LABEL_TJ)
+    return None if name is None else (meta["namespace"], name)
 
 
 class Sink(Protocol):

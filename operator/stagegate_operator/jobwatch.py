@@ -13,7 +13,7 @@ from typing import Any
 from stagegate_core.keys import LABEL_TJ
 
 from .cache import ObjectCache
-from .informer import Informer
+from .informer import Informer, owner
 from .kubeapi import KubeApi
 
 
@@ -36,12 +36,11 @@ class WatchedJobs:
             self.on_change(namespace, name)
 
     def apply(self, kind: str, obj: dict[str, Any]) -> None:
-        meta = obj["metadata"]
-        owner = (meta.get("labels") or {}).get(LABEL_TJ)
-        if owner is None:
+        key = owner(obj)
+        if key is None:
             return
         if kind == "DELETED":
-            self.cache.drop_job(meta["namespace"], owner, meta["name"])
+            self.cache.drop_job(*key, obj["metadata"]["name"])
         elif not self.cache.put_job(obj):
             return
-        self.on_change(meta["namespace"], owner)
+        self.on_change(*key)

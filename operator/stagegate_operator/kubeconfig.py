@@ -10,6 +10,7 @@ tries the Kubernetes client. Of a KUBECONFIG list, the first file is read (kubec
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -78,9 +79,13 @@ def _file(base: Path, section: dict[str, Any], key: str) -> str | None:
     if section.get(key):
         return str(_resolved(base, section[key]))
     data = section.get(f"{key}-data")
-    if not data:
-        return None
-    # ssl wants files; like the Kubernetes client, keep them for the life of the process.
+    return _written(key, data) if data else None
+
+
+@functools.cache
+def _written(key: str, data: str) -> str:
+    """`data` (base64) in a private file. ssl wants files; like the Kubernetes client, keep
+    them for the life of the process: one per content, however often the kubeconfig is read."""
     handle, name = tempfile.mkstemp(prefix=f"stagegate-{key}-")
     with os.fdopen(handle, "wb") as out:
         out.write(base64.b64decode(data))

@@ -16,7 +16,7 @@ from typing import Any
 
 from stagegate_core.keys import LABEL_TJ
 
-from .informer import Informer, kept
+from .informer import Informer, kept, owner
 from .kubeapi import KubeApi
 
 ENDED = "status.phase!=Pending,status.phase!=Running"
@@ -74,11 +74,10 @@ class EndedPods:
 
     def apply(self, kind: str, obj: dict[str, Any]) -> None:
         # No pass is asked for here: the Job's own event, which follows, asks for it.
-        meta = obj["metadata"]
-        owner = (meta.get("labels") or {}).get(LABEL_TJ)
-        if owner is None:
+        key = owner(obj)
+        if key is None:
             return
         if kind == "DELETED":
-            self._pods.get((meta["namespace"], owner), {}).pop(meta["name"], None)
+            self._pods.get(key, {}).pop(obj["metadata"]["name"], None)
         else:
-            self._pods[(meta["namespace"], owner)][meta["name"]] = slim_pod(obj)
+            self._pods[key][obj["metadata"]["name"]] = slim_pod(obj)

@@ -72,9 +72,9 @@ class _Worker:
 
 class WorkerPool:
     def __init__(self, size: int, preload: tuple[str, ...] = ()) -> None:
-        forkserver = "forkserver" in mp.get_all_start_methods()
-        self._ctx = mp.get_context("forkserver") if forkserver else mp.get_context("spawn")
-        if forkserver:
+        served = "forkserver" in mp.get_all_start_methods()
+        self._ctx = mp.get_context("forkserver") if served else mp.get_context("spawn")
+        if served:
             # One server per process: the first pool's preload is the one it keeps.
             self._ctx.set_forkserver_preload(list(preload))
         self._size = max(1, size)
