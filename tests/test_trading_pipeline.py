@@ -7,9 +7,12 @@ drift) must pass them: the features see the burst, only the future sees the drif
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,8 @@ from stagegate_core.crd import build_crd
 from stagegate_core.spec import parse_manifest
 from stagegate_core.status import expected_r_text
 from stagegate_trainer import finalmodel, htmlreport, steps
-from stagegate_trainer.htmlreport import PNGS, REPORT, split
+from stagegate_trainer.charts import MODEL_COLOUR
+from stagegate_trainer.htmlreport import PICTURES, REPORT
 
 from tests.support.runs import stagegate
 
@@ -149,37 +153,81 @@ def test_trades_never_need_bars_after_the_test_period(
         assert metrics["trading"]["model"]["expectedR"] == pytest.approx(net.mean(), abs=1e-6)
 
 
-def _looks_drawn(png: bytes, colour: str | None = None) -> None:
-    from io import BytesIO
-
-    image = Image.open(BytesIO(png)).convert("RGB")
+def _looks_drawn(screenshot: Path, colour: str = MODEL_COLOUR) -> None:
+    """A browser's screenshot shows a chart: many colours, dark ink (axes, text), `colour`."""
+    image = Image.open(screenshot).convert("RGB")
     pixels = np.asarray(image).reshape(-1, 3)
     assert image.width >= 400 and image.height >= 300
     # A blank or single-colour canvas has a handful of colours; a chart has axes, text, lines.
     assert len(np.unique(pixels, axis=0)) > 50
     assert (pixels.min(axis=1) < 128).mean() > 0.005  # some dark ink
-    if colour:
-        rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
-        assert (np.abs(pixels.astype(int) - rgb).sum(axis=1) < 30).sum() > 100
+    assert (pixels.min(axis=1) > 250).mean() > 0.3  # and mostly a white background
+    rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+    assert (np.abs(pixels.astype(int) - rgb).sum(axis=1) < 30).sum() > 100
 
 
-def test_report_html_and_pngs_are_written_with_content(
+SVG = "{http://www.w3.org/2000/svg}"
+# What each picture must say (title, axes, legend) and whether it draws in the model's colour.
+PICTURE_TEXT = {
+    "equity_stitched.svg": (
+        ["Out-of-sample equity, folds stitched in time order", "cumulative net R", "model",
+         "vol/time baseline", "always positive (every bar a trade)"], True),
+    "equity_folds.svg": (
+        ["Out-of-sample equity per fold (model trades, net of costs)",
+         "days since the fold's test period began", "fold 1"], False),
+    "roc.svg": (
+        ["ROC, all test rows pooled", "false positive rate", "true positive rate",
+         "majority / always positive"], True),
+    "calibration.svg": (
+        ["Calibration (equal-count bins)", "mean predicted probability", "model",
+         "perfectly calibrated"], True),
+    "importance.svg": (
+        ["Feature importance (gain), top 20", "mean total gain per fold model"], True),
+    "probabilities.svg": (
+        ["Distribution of predicted probabilities by outcome", "stop or horizon first (0)",
+         "take-profit first (1)", "fold thresholds"], False),
+}  # fmt: skip
+
+
+def test_report_html_and_svgs_are_written_with_content(
     edge: tuple[steps.Run, dict[str, Any]],
 ) -> None:
     run, _ = edge
     keys = run.store.list(layout.report_dir("quick") + "/")
     names = sorted(Path(k).name for k in keys)
-    assert names == sorted([REPORT, *PNGS])
-    for name in PNGS:
-        png = run.store.read_bytes(f"{layout.report_dir('quick')}/{name}")
-        assert png.startswith(b"\x89PNG")
-        _looks_drawn(png, "#1f5fa8" if name in ("equity_stitched.png", "roc.png") else None)
+    assert names == sorted([REPORT, *PICTURES]) and sorted(PICTURES) == sorted(PICTURE_TEXT)
+    stored = {}
+    for name, (wanted, model_colour) in PICTURE_TEXT.items():
+        svg = stored[name] = run.store.read_bytes(f"{layout.report_dir('quick')}/{name}")
+        root = ET.fromstring(svg)
+        assert root.tag == f"{SVG}svg" and root.attrib["viewBox"].startswith("0 0 ")
+        shown = " | ".join(t.text or "" for t in root.iter(f"{SVG}text"))
+        assert all(text in shown for text in wanted), (name, shown)
+        assert (MODEL_COLOUR.encode() in svg) == model_colour, name
+        assert root.find(f"{SVG}polyline") is not None or root.find(f"{SVG}path") is not None
+    assert "(mean fold AUC 0." in " ".join(ET.fromstring(stored["roc.svg"]).itertext())
     page = run.store.read_bytes(layout.stage_report("quick")).decode()
-    # Self-contained: every picture is embedded, nothing is fetched.
-    assert page.count('src="data:image/png;base64,') == len(PNGS)
+    # Self-contained: every picture is embedded as it was stored, with its alt text; nothing
+    # is fetched (no http(s) address, no src or href but data: URIs).
+    embedded = re.findall(r'<img alt="([^"]*)" src="data:image/svg\+xml;base64,([^"]+)">', page)
+    assert sorted(base64.b64decode(data) for _, data in embedded) == sorted(stored.values())
+    assert sorted(alt for alt, _ in embedded) == sorted(PICTURES.values())
     assert "http://" not in page and "https://" not in page
+    assert all(v.startswith("data:") for v in re.findall(r'(?:src|href)="([^"]*)"', page))
     for text in ("Decision", "minExpectedReturn", "beatsVolatilityTimeR", "lower bound", "top 5%"):
         assert text in page
+
+
+def test_a_report_rendered_again_replaces_an_older_ones_pictures(
+    edge: tuple[steps.Run, dict[str, Any]],
+) -> None:
+    run, summary = edge
+    folder = layout.report_dir("quick")
+    before = {k: run.store.read_bytes(k) for k in run.store.list(f"{folder}/")}
+    run.store.write_bytes(f"{folder}/equity_stitched.png", b"\x89PNG from an older version")
+    steps.write_report(run, "quick", summary)
+    after = {k: run.store.read_bytes(k) for k in run.store.list(f"{folder}/")}
+    assert after == before  # the same report, byte for byte, and the PNG is gone
 
 
 def test_model_card_links_the_report_and_the_cli_prints_it(
@@ -200,7 +248,7 @@ def test_model_card_links_the_report_and_the_cli_prints_it(
     )
     assert by_name.returncode == 0, by_name.stderr
     assert Path(by_name.stdout.strip()) == Path("out/report.html")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([REPORT, *PNGS])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([REPORT, *PICTURES])
     missing = stagegate("report", "nope", "--artifacts", str(manifest.parents[3]), cwd=tmp_path)
     assert missing.returncode == 2 and "no run of this TrainingJob" in missing.stderr
 
@@ -219,17 +267,7 @@ def test_status_shows_the_decision_and_the_crd_prints_it(
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (scripts/install-system-deps)"
-)
-@pytest.mark.timeout(120)
-def test_report_renders_in_a_headless_browser(
-    edge: tuple[steps.Run, dict[str, Any]], tmp_path: Path
-) -> None:
-    run, _ = edge
-    page = run.store.local_path(layout.stage_report("quick"))
-    assert page is not None
-    shot = tmp_path / "out.png"
+def _screenshot(page: Path, shot: Path, size: tuple[int, int]) -> None:
     subprocess.run(
         [
             str(CHROMIUM),
@@ -241,27 +279,46 @@ def test_report_renders_in_a_headless_browser(
             "--disable-sync",
             "--no-first-run",
             f"--screenshot={shot}",
-            "--window-size=1200,2400",
+            f"--window-size={size[0]},{size[1]}",
             page.as_uri(),
         ],
         capture_output=True,
         timeout=90,
         check=True,
-        cwd=tmp_path,
+        cwd=shot.parent,
     )
-    image = Image.open(shot)
-    assert image.size == (1200, 2400)
-    _looks_drawn(shot.read_bytes(), "#1f5fa8")  # the embedded equity curve is on screen
+    assert Image.open(shot).size == size
 
 
-@pytest.mark.parametrize("parts", [1, 2, 3, 4, 6, 8])
-def test_pictures_split_over_workers_each_once_and_evenly(parts: int) -> None:
-    groups = split(parts)
-    drawn = [name for group in groups for name in group]
-    assert sorted(drawn) == sorted(PNGS) and len(groups) == min(parts, len(PNGS))
-    costs = [sum(PNGS[n] for n in group) for group in groups]
-    # Greedy, largest first: no group exceeds the mean by more than the largest picture.
-    assert max(costs) - sum(costs) / len(costs) <= max(PNGS.values()) + 1e-9
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (scripts/install-system-deps)"
+)
+
+
+@needs_chromium
+@pytest.mark.timeout(120)
+def test_report_renders_in_a_headless_browser(
+    edge: tuple[steps.Run, dict[str, Any]], tmp_path: Path
+) -> None:
+    run, _ = edge
+    page = run.store.local_path(layout.stage_report("quick"))
+    assert page is not None
+    _screenshot(page, tmp_path / "out.png", (1200, 2400))
+    _looks_drawn(tmp_path / "out.png")  # the embedded equity curve is on screen
+
+
+@needs_chromium
+@pytest.mark.timeout(120)
+def test_a_stored_chart_renders_on_its_own_in_a_headless_browser(
+    edge: tuple[steps.Run, dict[str, Any]], tmp_path: Path
+) -> None:
+    run, _ = edge
+    chart = run.store.local_path(f"{layout.report_dir('quick')}/equity_stitched.svg")
+    assert chart is not None
+    root = ET.fromstring(chart.read_bytes())
+    size = (int(root.attrib["width"]), int(root.attrib["height"]))
+    _screenshot(chart, tmp_path / "chart.png", size)
+    _looks_drawn(tmp_path / "chart.png")
 
 
 def test_feature_gains_come_from_the_fold_and_older_folds_still_have_them(

@@ -3,7 +3,7 @@
     <artifacts.uri>/<namespace>/<trainingjob>/<uid>/
       run.json  data/ohlcv.parquet  data/dataset.parquet  data/report.json  plan.json
       <stage>/folds/NN/{metrics.json, predictions.parquet, model.txt}  <stage>/summary.json
-      <stage>/report/{report.html, *.png}
+      <stage>/report/{report.html, *.svg}
       model/{model.txt, model_card.json}
 
 Pure string functions: the operator uses them too.
@@ -58,7 +58,7 @@ def stage_summary(stage: str) -> str:
 
 
 def report_dir(stage: str) -> str:
-    # report.html and the PNGs it embeds, side by side.
+    # report.html and the SVGs it embeds, side by side.
     return f"{stage}/report"
 
 

@@ -1,9 +1,10 @@
-"""A stage's report.html: one self-contained page (PNGs embedded) a person decides from.
+"""A stage's report.html: one self-contained page (SVG pictures embedded) a person decides from.
 
 It shows the decision numbers first (net expected R with its confidence bound, trades, each
 gate's verdict), then the pictures (equity in R, ROC, calibration, feature importance,
-predicted probabilities), then the per-fold table. The PNGs are also returned on their own so
-they can be stored beside the page.
+predicted probabilities), then the per-fold table. The SVGs are also returned on their own so
+they can be stored beside the page. Drawing them all takes milliseconds (charts.py, svgplot.py),
+so whichever process summarises a stage draws its report itself.
 """
 
 from __future__ import annotations
@@ -19,21 +20,21 @@ import pandas as pd
 from stagegate_core import layout
 from stagegate_core.metricnames import TOP_PERCENTS
 
+from . import charts
 from .gatestats import METHOD, NO_EVIDENCE
 
 if TYPE_CHECKING:
     from .steps import Run
 
 REPORT = "report.html"
-# The report's pictures, each with its drawing cost in seconds (bundled quick stage, this
-# machine): the local runner splits them evenly over its idle worker processes.
-PNGS: dict[str, float] = {
-    "equity_folds.png": 0.2,
-    "equity_stitched.png": 0.7,
-    "roc.png": 0.2,
-    "calibration.png": 0.15,
-    "importance.png": 0.25,
-    "probabilities.png": 0.4,
+# The report's pictures (file name: alt text), in the order the page shows them.
+PICTURES: dict[str, str] = {
+    "equity_stitched.svg": "stitched out-of-sample equity",
+    "equity_folds.svg": "equity per fold",
+    "roc.svg": "ROC",
+    "calibration.svg": "calibration",
+    "probabilities.svg": "probabilities",
+    "importance.svg": "feature importance",
 }
 _MARK = {"pass": "✓", "fail": "✗", NO_EVIDENCE: "?"}
 
@@ -90,60 +91,35 @@ def load(run: Run, stage: str, summary: Mapping[str, Any]) -> StageData:
     )
 
 
-Draw = Callable[["StageData"], Mapping[str, bytes]]
-
-
-def split(parts: int) -> list[list[str]]:
-    """The pictures in `parts` groups of about equal cost (largest first, to the lightest)."""
-    groups: list[list[str]] = [[] for _ in range(max(1, parts))]
-    costs = [0.0] * len(groups)
-    for name, cost in sorted(PNGS.items(), key=lambda kv: -kv[1]):
-        lightest = costs.index(min(costs))
-        groups[lightest].append(name)
-        costs[lightest] += cost
-    return [g for g in groups if g]
-
-
 def draw(data: StageData, names: Sequence[str]) -> dict[str, bytes]:
-    """PNG bytes of the named pictures."""
-    if not names:
-        return {}
-    from . import charts  # matplotlib (0.5 s to import): only where pictures are drawn
-
+    """SVG bytes of the named pictures."""
     stitched = _stitched(data)
     summary = data.summary
     makers: dict[str, Callable[[], bytes]] = {
-        "equity_folds.png": lambda: charts.equity_per_fold(data.predictions),
-        "equity_stitched.png": lambda: charts.equity_stitched(stitched),
-        "roc.png": lambda: charts.roc(
+        "equity_folds.svg": lambda: charts.equity_per_fold(data.predictions),
+        "equity_stitched.svg": lambda: charts.equity_stitched(stitched),
+        "roc.svg": lambda: charts.roc(
             stitched,
             summary["model"]["rocAuc"]["mean"],
             summary["baselines"]["volatilityTime"]["rocAuc"]["mean"],
         ),
-        "calibration.png": lambda: charts.calibration(stitched),
-        "importance.png": lambda: charts.importance(list(data.feature_names), data.gain),
-        "probabilities.png": lambda: charts.probabilities(
+        "calibration.svg": lambda: charts.calibration(stitched),
+        "importance.svg": lambda: charts.importance(list(data.feature_names), data.gain),
+        "probabilities.svg": lambda: charts.probabilities(
             stitched, [float(f["threshold"]) for f in data.folds]
         ),
     }
     return {name: makers[name]() for name in names}
 
 
-def render_stage_report(
-    run: Run, stage: str, summary: Mapping[str, Any], elsewhere: Draw | None = None
-) -> dict[str, bytes]:
-    data = load(run, stage, summary)
-    return render(data, elsewhere(data) if elsewhere else {})
+def render_stage_report(run: Run, stage: str, summary: Mapping[str, Any]) -> dict[str, bytes]:
+    return render(load(run, stage, summary))
 
 
-def render(data: StageData, drawn: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
-    """{file name: bytes}: report.html and the PNGs it embeds; `drawn` are pictures drawn
-    elsewhere already, the others are drawn here."""
-    pngs = dict(drawn or {})
-    pngs.update(draw(data, [n for n in PNGS if n not in pngs]))
-    pngs = {name: pngs[name] for name in PNGS}
-    page = _page(data, pngs)
-    return {REPORT: page.encode("utf-8"), **pngs}
+def render(data: StageData) -> dict[str, bytes]:
+    """{file name: bytes}: report.html and the SVGs it embeds."""
+    pictures = draw(data, list(PICTURES))
+    return {REPORT: _page(data, pictures).encode("utf-8"), **pictures}
 
 
 def _stitched(data: StageData) -> pd.DataFrame:
@@ -167,9 +143,12 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
 
 
-def _img(name: str, pngs: Mapping[str, bytes], alt: str) -> str:
-    data = base64.b64encode(pngs[name]).decode()
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></figure>'
+def _img(name: str, pictures: Mapping[str, bytes]) -> str:
+    # An <img> of a data: URI, not inline <svg>: each picture stays a document of its own (no
+    # shared ids or styles with the page or the others), keeps its alt text, fetches nothing.
+    data = base64.b64encode(pictures[name]).decode()
+    alt = html.escape(PICTURES[name])
+    return f'<figure><img alt="{alt}" src="data:image/svg+xml;base64,{data}"></figure>'
 
 
 def _decision(data: StageData) -> str:
@@ -288,7 +267,7 @@ td.loss{background:#fdecea}figure{margin:8px 0}img{max-width:100%;border:1px sol
 """
 
 
-def _page(data: StageData, pngs: Mapping[str, bytes]) -> str:
+def _page(data: StageData, pictures: Mapping[str, bytes]) -> str:
     s = data.summary
     label = data.spec.get("label", {})
     threshold = data.spec.get("model", {}).get("threshold", {})
@@ -300,16 +279,16 @@ def _page(data: StageData, pngs: Mapping[str, bytes]) -> str:
 {_decision(data)}
 <h2>Gates</h2>{_gates(data)}
 <h2>Equity in R</h2>
-{_img("equity_stitched.png", pngs, "stitched out-of-sample equity")}
-{_img("equity_folds.png", pngs, "equity per fold")}
+{_img("equity_stitched.svg", pictures)}
+{_img("equity_folds.svg", pictures)}
 <h2>Per fold</h2>{_fold_table(data)}
 <p class=note>Green: the model beat that fold's baseline (majority accuracy; vol/time AUC;
 the better of the always-positive and vol/time expected R).</p>
 <h2>Most confident bars</h2>{_top_table(data)}
 <h2>ROC and calibration</h2>
-<div class="pair">{_img("roc.png", pngs, "ROC")}{_img("calibration.png", pngs, "calibration")}</div>
-<h2>Predicted probabilities</h2>{_img("probabilities.png", pngs, "probabilities")}
-<h2>Feature importance</h2>{_img("importance.png", pngs, "feature importance")}
+<div class="pair">{_img("roc.svg", pictures)}{_img("calibration.svg", pictures)}</div>
+<h2>Predicted probabilities</h2>{_img("probabilities.svg", pictures)}
+<h2>Feature importance</h2>{_img("importance.svg", pictures)}
 <h2>How these numbers are made</h2>
 <ul class=note>
 <li>Each signalled test bar is a long trade at the next bar's open with the label's barriers

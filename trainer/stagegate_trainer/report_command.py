@@ -2,7 +2,7 @@
 
 With a manifest, the run folder is the manifest's; with a TrainingJob name, it is found under
 `--artifacts` (default: ./stagegate-runs) and `--namespace`, from the run.json its run wrote.
-A report that exists is fetched (its location printed; `--to DIR` copies it and its PNGs from
+A report that exists is fetched (its location printed; `--to DIR` copies it and its SVGs from
 S3 into DIR); a stage summarised before reports existed, or `--render`, renders it afresh.
 """
 
@@ -55,7 +55,7 @@ def _run_from_name(name: str, namespace: str, artifacts: str) -> Any:
     "--to",
     "to",
     type=click.Path(file_okay=False),
-    help="Copy report.html and its PNGs into this folder (e.g. from S3).",
+    help="Copy report.html and its SVGs into this folder (e.g. from S3).",
 )
 @friendly
 def report(

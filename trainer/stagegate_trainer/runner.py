@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, assert_never
+from typing import Any, Literal, assert_never
 
 from rich.console import Console
 from rich.progress import (
@@ -47,9 +47,6 @@ from stagegate_core.statusmodel import DataStatus, TrainingJobStatus
 
 from . import finalmodel, steps
 from .workers import WorkerPool
-
-if TYPE_CHECKING:
-    from .htmlreport import StageData
 
 ApproveMode = Literal["ask", "auto", "yes", "no"]
 
@@ -192,7 +189,7 @@ class LocalRunner:
                 progress.stop()  # the stage's bar is printed, finished, once
                 if stage in bars:
                     progress.update(bars[stage], visible=False)
-                self._summarise(stage, pool)
+                self._summarise(stage)
                 progress.start()
             case StartFinal():
                 record = self.approval_record or approvals.record(
@@ -209,32 +206,13 @@ class LocalRunner:
             self.stage_started[stage] = now_iso()
             self._stage_t0[stage] = time.perf_counter()
 
-    def _summarise(self, stage: StageName, pool: WorkerPool) -> None:
-        summary = steps.summarise(self.run, stage, lambda data: self._draw(pool, data))
+    def _summarise(self, stage: StageName) -> None:
+        summary = steps.summarise(self.run, stage)
         self.stage_finished[stage] = now_iso()
         if stage in self._stage_t0:
             self.stage_wall[stage] = time.perf_counter() - self._stage_t0[stage]
         self._summarised[stage] = bool(summary["passed"])
         print_summary(self.console, summary)
-
-    def _draw(self, pool: WorkerPool, data: StageData) -> dict[str, bytes]:
-        """The report's pictures, drawn by the idle workers in parallel (the folds are done).
-        A group whose worker fails is left out, and drawn by the caller instead."""
-        from . import htmlreport
-
-        idle = pool.idle
-        if idle < 2:
-            return {}
-        keys = set()
-        for i, names in enumerate(htmlreport.split(idle)):
-            keys.add(("pictures", i))
-            pool.submit(("pictures", i), htmlreport.draw, data, names)
-        drawn: dict[str, bytes] = {}
-        while keys & set(pool.running):  # each group ends: drawn, failed or its worker died
-            for done in pool.wait(timeout=1.0):
-                if done.ok:
-                    drawn.update(done.value)
-        return drawn
 
     def _gate(self, decision: Decision) -> bool:
         """Answer a gate that waits for a person. True when the run may go on now."""

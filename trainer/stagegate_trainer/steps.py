@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # pandas and the data modules are imported inside the steps t
     import pandas as pd
 
     from .data import LoadedData
-    from .htmlreport import Draw
 
 
 class RunMismatchError(ValueError):
@@ -301,24 +300,27 @@ def finished_folds(
     return out
 
 
-def summarise(run: Run, stage: StageName, elsewhere: Draw | None = None) -> dict[str, Any]:
-    """The stage's summary.json and report; `elsewhere` may draw the pictures in parallel."""
+def summarise(run: Run, stage: StageName) -> dict[str, Any]:
+    """The stage's summary.json and report."""
     from .summary import summarise_stage
 
     folds = finished_folds(run, stage)
     summary = summarise_stage(stage, list(folds.values()), run.spec.gates)
     run.store.write_json(layout.stage_summary(stage), summary)
-    write_report(run, stage, summary, elsewhere)
+    write_report(run, stage, summary)
     return summary
 
 
-def write_report(
-    run: Run, stage: StageName, summary: dict[str, Any], elsewhere: Draw | None = None
-) -> str:
-    """Render the stage's report.html and its PNGs into the store; returns its URI."""
+def write_report(run: Run, stage: StageName, summary: dict[str, Any]) -> str:
+    """Render the stage's report.html and its SVGs into the store; returns its URI."""
     from .htmlreport import render_stage_report
 
-    files = render_stage_report(run, stage, summary, elsewhere)
+    folder = layout.report_dir(stage)
+    files = render_stage_report(run, stage, summary)
     for name, data in sorted(files.items()):
-        run.store.write_bytes(f"{layout.report_dir(stage)}/{name}", data)
+        run.store.write_bytes(f"{folder}/{name}", data)
+    # Rendered again over an older report (its pictures were PNGs): leave no stale picture.
+    for key in run.store.list(f"{folder}/"):
+        if key.rsplit("/", 1)[-1] not in files:
+            run.store.delete_prefix(key)
     return run.store.uri(layout.stage_report(stage))

@@ -102,11 +102,6 @@ class WorkerPool:
         return worker
 
     @property
-    def idle(self) -> int:
-        """Live workers without a task."""
-        return sum(1 for w in self._workers if w.key is None and w.process.is_alive())
-
-    @property
     def running(self) -> list[Hashable]:
         return [w.key for w in self._workers if w.key is not None]
 
