@@ -236,6 +236,47 @@ def test_harvest_observe_and_recall_round_trip() -> None:
     assert set(again.folds["quick"]) == {1}
 
 
+def test_a_recorded_fold_is_reused_whole_with_its_attempts() -> None:
+    """A fold that succeeded on its second attempt still shows 2 attempts passes later: the
+    next pass reuses the fold as the status recorded it (it used to rebuild it as 1)."""
+    plan = {"foldCount": 2, "dataStart": "s", "dataEnd": "e", "purgeBars": 49}
+    fold = {
+        "fold": 1,
+        "state": "Succeeded",
+        "attempts": 2,
+        "train": {"start": "a", "end": "b", "rows": 10},
+        "test": {"start": "c", "end": "d", "rows": 5},
+        "metrics": {"accuracy": 0.6, "rocAuc": None},
+        "bestIteration": 7,
+    }
+    stored = {"stages": {"quick": {"plan": plan, "folds": [fold]}}}
+    stored["prepared"] = {"step": "prepare", "stages": {"quick": plan}}
+    memory = recall_status(stored)
+    names = {
+        "prepare": "btc-prepare",
+        "final": "btc-final",
+        "fold": lambda stage, n: children.fold_job_name("btc", stage, n),
+    }
+    obs = observe(memory, {}, [], names, {}, 2)
+    assert obs.stage("quick").folds[1].state == "succeeded"
+    status = build_status(
+        decision=decide(spec(mode="quick"), obs),
+        observation=obs,
+        plans={"quick": plan},
+        fold_metrics=memory.folds,
+        summaries=memory.summaries,
+        clock=Clock(now="2026-01-01T00:00:00Z"),
+        parallelism=4,
+        artifacts={"run": "s3://b/r"},
+        recorded=memory.recorded,
+    )
+    quick = status.stage_status("quick")
+    assert quick is not None
+    assert quick.folds[0] is memory.recorded["quick"][1]
+    assert quick.folds[0].to_dict() == fold
+    assert quick.folds[1].fold == 2 and quick.folds[1].state == "Pending"
+
+
 def test_sequential_with_an_unplannable_full_stage_fails_with_the_reason() -> None:
     prepared = {
         "step": "prepare",

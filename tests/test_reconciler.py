@@ -458,6 +458,40 @@ def test_jobs_of_one_pass_start_together_and_a_refusal_stops_those_that_started(
     assert sorted(api.writes("delete", "jobs")) == ["btc-quick-fold-01", "btc-quick-fold-03"]
 
 
+class CountsInFlight(FakeApi):
+    """Records, for each Job created, how many other creates were in flight when it began."""
+
+    def __init__(self, tj: dict[str, Any]) -> None:
+        super().__init__(tj)
+        self.in_flight = 0
+        self.began: list[tuple[str, int]] = []
+
+    async def create(self, gv: str, ns: str, plural: str, body: Any) -> Any:
+        if plural != "jobs":
+            return await super().create(gv, ns, plural, body)
+        self.began.append((body["metadata"]["name"], self.in_flight))
+        self.in_flight += 1
+        try:
+            await asyncio.sleep(0.01)  # a round trip, during which others may begin
+            return await super().create(gv, ns, plural, body)
+        finally:
+            self.in_flight -= 1
+
+
+def test_the_first_job_of_a_pass_starts_alone_then_the_others_together() -> None:
+    api = CountsInFlight(trainingjob(parallelism=3))
+    operator = reconciler(api)
+    run_pass(operator, api)
+    api.finish("btc-prepare", prepared())
+    api.began.clear()
+    run_pass(operator, api)
+    assert api.began == [
+        ("btc-quick-fold-01", 0),  # alone: in a burst, each TrainingJob's first Job goes first
+        ("btc-quick-fold-02", 0),
+        ("btc-quick-fold-03", 1),  # the others together
+    ]
+
+
 def test_fold_metrics_are_one_series_per_stage_and_metric_not_one_per_fold() -> None:
     run = Run(mode="sequential", parallelism=2, approval={"policy": "manual"})
     run.through_quick_stage()

