@@ -129,11 +129,13 @@ def test_a_sequential_run_pass_by_pass_to_the_final_model() -> None:
     # Nothing new: nothing written.
     assert run.step() == []
 
-    # The prepare result: the quick folds start, as many as the parallelism allows.
+    # The prepare result: the quick folds start, as many as the parallelism allows, and the
+    # status says at once that they run: the next pass has nothing to write.
     run.api.finish("btc-prepare", prepared())
     assert run.step() == [*create("jobs", "btc-quick-fold-01", "btc-quick-fold-02"), PATCH]
     quick = run.status["stages"]["quick"]
-    assert [f["state"] for f in quick["folds"]] == ["Pending"] * 3
+    assert [f["state"] for f in quick["folds"]] == ["Running", "Running", "Pending"]
+    assert run.step() == []
     assert quick["plan"]["foldCount"] == QUICK_FOLDS and run.status["progress"] == "0/3"
     assert run.status["prepared"]["labelledRows"] == 990
 

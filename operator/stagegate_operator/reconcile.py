@@ -132,7 +132,20 @@ class Reconciler:
         )
         approval = statusbuild.approval_record(status, decision, annotations, now)
         # Act: the Jobs first, then the status (which says how acting went) and its Events.
+        cached = {j["metadata"]["name"] for j in self.cache.jobs(namespace, name)}
         decision = await self._act(body, spec, decision, jobs, approval, memory)
+        started = {
+            j["metadata"]["name"]: j
+            for j in self.cache.jobs(namespace, name)
+            if j["metadata"]["name"] not in cached and j["metadata"]["name"] not in jobs
+        }
+        if started:
+            # The status shows the Jobs started just now as running; else the next pass (on
+            # their first pod's event) would write that, a status write per Job more.
+            jobs = {**jobs, **started}
+            observation = observe(
+                memory, jobs, pods, children.step_names(name), annotations, spec.max_retries
+            )
         new_status = statusbuild.operator_status(
             meta=body["metadata"], spec=spec, fingerprint=given.fingerprint, old=status,
             memory=memory, decision=decision, observation=observation, jobs=jobs,
