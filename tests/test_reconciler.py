@@ -378,6 +378,9 @@ class WatchedPods:
     def forget(self, namespace: str, trainingjob: str) -> None:
         self.shown.clear()
 
+    def release(self, namespace: str, trainingjob: str, jobs: set[str]) -> None:
+        self.shown -= {n for n in self.shown if n.rsplit("-", 1)[0] in jobs}
+
 
 class CountingApi(FakeApi):
     def __init__(self, tj: dict[str, Any]) -> None:
@@ -407,6 +410,8 @@ def test_results_come_from_the_pod_watch_and_a_pod_it_has_not_shown_yet_is_liste
     run_pass(operator, api)
     assert len(api.pod_lists) == 1
     assert api.tj["status"]["stages"]["quick"]["folds"][0]["state"] == "Succeeded"
+    run_pass(operator, api)  # the result is in the status: its pod is let go
+    assert "btc-quick-fold-01-1" not in watched.shown
 
 
 class JobWatchDown:

@@ -84,8 +84,12 @@ async def _ended(kube: KubeApi) -> None:
         terminated = found["fold"]["status"]["containerStatuses"][0]["state"]["terminated"]
         assert terminated["message"] == TERMINATED["message"]
 
+        # A Job whose result the status holds: its pods are let go, the others stay.
+        ended.release(kube.namespace, "btc", {"btc-quick-fold-01"})
+        assert [p["metadata"]["name"] for p in ended.pods(kube.namespace, "btc")] == ["before"]
+
         kube.request("DELETE", f"{pods}/before")
-        await until(lambda: len(ended.pods(kube.namespace, "btc")) == 1, 30)
+        await until(lambda: len(ended.pods(kube.namespace, "btc")) == 0, 30)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -189,3 +193,15 @@ def test_only_a_change_the_reconciler_reads_asks_for_a_pass() -> None:
                                          "labels": {LABEL_TJ: "eth"}}}])  # fmt: skip
     # A LIST replaces all: a pass for each TrainingJob whose Jobs were or are there.
     assert set(asked[4:]) == {("ns", "btc"), ("ns", "eth")} and cache.jobs("ns", "eth")
+
+
+def test_a_cached_trainingjob_keeps_all_but_its_managed_fields() -> None:
+    cache = ObjectCache()
+    meta = {"name": "btc", "namespace": "ns", "resourceVersion": "7", "generation": 2,
+            "annotations": {"a": "b"}, "managedFields": [{"manager": "kubectl"}]}  # fmt: skip
+    body = {"metadata": meta, "spec": {"symbol": "BTC/USDT"}, "status": {"phase": "Quick"}}
+    assert cache.put_trainingjob(body)
+    cached = cache.trainingjob("ns", "btc")
+    assert cached is not None and "managedFields" not in cached["metadata"]
+    assert cached == {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+    assert not cache.put_trainingjob(body)  # the same version again: nothing new

@@ -82,7 +82,10 @@ class ObjectCache:
         if cached is not None and _version(obj) is not None and _version(obj) == _version(cached):
             return False
         if _newer(obj, cached):
-            self._trainingjobs[key] = obj
+            # Without managedFields, which nothing reads: they name every field of the spec
+            # and the status, as much again as the object.
+            meta = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+            self._trainingjobs[key] = {**obj, "metadata": meta}
             return True
         return False
 

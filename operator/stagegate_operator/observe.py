@@ -135,7 +135,7 @@ def job_finished(job: Mapping[str, Any]) -> bool:
     return conditions.get("Complete") == "True" or conditions.get("Failed") == "True"
 
 
-def _known(memory: Memory, job: Mapping[str, Any]) -> bool:
+def recorded(memory: Memory, job: Mapping[str, Any]) -> bool:
     """Whether the status already holds this step's result."""
     labels = job["metadata"].get("labels", {})
     step, stage = labels.get(LABEL_STEP), labels.get(LABEL_STAGE, "")
@@ -152,7 +152,7 @@ def _known(memory: Memory, job: Mapping[str, Any]) -> bool:
 
 def needs_pods(memory: Memory, job: Mapping[str, Any]) -> bool:
     status = job.get("status") or {}
-    if _known(memory, job):
+    if recorded(memory, job):
         return False
     return _conditions(job).get("Complete") == "True" or bool(status.get("failed"))
 
@@ -167,7 +167,7 @@ def harvest(
             continue
         labels = job["metadata"].get("labels", {})
         step, stage = labels.get(LABEL_STEP), labels.get(LABEL_STAGE, "")
-        if _known(memory, job):
+        if recorded(memory, job):
             continue
         result = result_of(job["metadata"]["name"], pods)
         if result is None:

@@ -63,6 +63,16 @@ class EndedPods:
     def forget(self, namespace: str, trainingjob: str) -> None:
         self._pods.pop((namespace, trainingjob), None)
 
+    def release(self, namespace: str, trainingjob: str, jobs: set[str]) -> None:
+        """Drop the pods of `jobs`, whose results the status holds: nothing reads them again,
+        and a hundred TrainingJobs' finished folds kept thousands of termination messages."""
+        pods = self._pods.get((namespace, trainingjob))
+        if pods:
+            for name in [
+                n for n, p in pods.items() if p["metadata"]["labels"].get("job-name") in jobs
+            ]:
+                del pods[name]
+
     async def run(self) -> None:
         await self.informer.run()
 

@@ -35,7 +35,7 @@ from .jobwatch import WatchedJobs
 from .kubeapi import ApiError, KubeApi
 from .mergepatch import pruned, status_patch
 from .metrics import OperatorMetrics
-from .observe import Memory, harvest, needs_pods, observe, recall
+from .observe import Memory, harvest, needs_pods, observe, recall, recorded
 from .podwatch import EndedPods
 
 log = logging.getLogger("stagegate.operator")
@@ -227,6 +227,10 @@ class Reconciler:
             self.pending.found(key, now, stuck)
             return jobs, pods, stuck
         wanted = {n: j for n, j in jobs.items() if needs_pods(memory, j)}
+        if self.ended_pods is not None:
+            self.ended_pods.release(
+                namespace, name, {n for n, j in jobs.items() if recorded(memory, j)}
+            )
         pods, missing = self._ended(namespace, name, wanted)
         if missing:  # the watch is behind or down: only those Jobs' pods, never all of them
             pods += await self.api.list(
