@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from .approval import UNKNOWN, condition_reason, status_fields
 from .formatting import percent
 from .metricnames import METRICS
@@ -82,6 +84,12 @@ def _condition(kind: str, ok: bool, reason: str, message: str, now: str) -> dict
     }
 
 
+# One validation for a whole block, not one per metric: the operator rebuilds every summarised
+# stage's 40 statistics on each pass.
+_STATS = TypeAdapter(dict[str, Stat])
+_BASELINE_STATS = TypeAdapter(dict[str, dict[str, Stat]])
+
+
 def build_status(
     *,
     decision: Decision,
@@ -139,8 +147,8 @@ def build_status(
         )
         if stage in summaries:
             summary = summaries[stage]
-            built.summary = _stats(summary["model"])
-            built.baselines = {b: _stats(v) for b, v in summary["baselines"].items()}
+            built.summary = _STATS.validate_python(summary["model"])
+            built.baselines = _BASELINE_STATS.validate_python(summary["baselines"])
             built.gates = list(summary["gates"])
             built.passed = bool(summary["passed"])
             if summary.get("decision"):
@@ -172,10 +180,6 @@ def build_status(
     if warnings:
         status.warnings = list(warnings)
     return status
-
-
-def _stats(block: Mapping[str, Any]) -> dict[str, Stat]:
-    return {metric: Stat.model_validate(stats) for metric, stats in block.items()}
 
 
 def _message(decision: Decision, approval: Mapping[str, Any] | None) -> str:
