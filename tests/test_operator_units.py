@@ -15,7 +15,7 @@ from stagegate_core.spec import TrainingJobSpec
 from stagegate_core.stagemachine import decide
 from stagegate_core.status import Clock, build_status
 from stagegate_core.statusmodel import TrainingJobStatus
-from stagegate_operator import children, main
+from stagegate_operator import children, kubeapi, main
 from stagegate_operator.defaults import BUILTIN_IMAGE, TrainerDefaults
 from stagegate_operator.observe import Memory, harvest, job_step, observe
 
@@ -435,3 +435,14 @@ def test_leader_election_without_a_lease_namespace_is_a_usage_error(
     assert config.lease == ("ops", "l") and config.identity.count("_") >= 1
     # A restarted container is a new candidate: no two starts share an identity.
     assert config.identity != main.parse_args([]).identity
+
+
+def test_api_bodies_round_trip_and_a_non_json_answer_is_kept_as_text() -> None:
+    body = {"status": {"carried": {1: 2}, "metrics": {"auc": 0.5, "f1": None}}}
+    assert kubeapi.decode(kubeapi.encode(body)) == {
+        "status": {"carried": {"1": 2}, "metrics": body["status"]["metrics"]}
+    }
+    assert kubeapi.decode(b"") is None and kubeapi.decode(b"  \n") is None
+    assert (
+        kubeapi.decode(b"502 Bad Gateway\n") == "502 Bad Gateway\n"
+    )  # a proxy's page, for the error

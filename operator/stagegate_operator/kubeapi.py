@@ -163,9 +163,9 @@ class KubeApi:
         headers = {"Content-Type": content_type} if body is not None else {}
         if accept:
             headers["Accept"] = accept
-        data = None if body is None else encode(body)
+        payload = None if body is None else encode(body)
         async with session.request(
-            method, path, data=data, params=params, headers=headers
+            method, path, data=payload, params=params, headers=headers
         ) as response:
             data = decode(await response.read())
             if response.status >= 400:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -91,25 +91,25 @@ def load(run: Run, stage: str, summary: Mapping[str, Any]) -> StageData:
     )
 
 
-def draw(data: StageData, names: Sequence[str]) -> dict[str, bytes]:
-    """SVG bytes of the named pictures."""
+def draw(data: StageData) -> dict[str, bytes]:
+    """SVG bytes of every picture, in PICTURES' order."""
     stitched = _stitched(data)
     summary = data.summary
-    makers: dict[str, Callable[[], bytes]] = {
-        "equity_folds.svg": lambda: charts.equity_per_fold(data.predictions),
-        "equity_stitched.svg": lambda: charts.equity_stitched(stitched),
-        "roc.svg": lambda: charts.roc(
+    drawn = {
+        "equity_folds.svg": charts.equity_per_fold(data.predictions),
+        "equity_stitched.svg": charts.equity_stitched(stitched),
+        "roc.svg": charts.roc(
             stitched,
             summary["model"]["rocAuc"]["mean"],
             summary["baselines"]["volatilityTime"]["rocAuc"]["mean"],
         ),
-        "calibration.svg": lambda: charts.calibration(stitched),
-        "importance.svg": lambda: charts.importance(list(data.feature_names), data.gain),
-        "probabilities.svg": lambda: charts.probabilities(
+        "calibration.svg": charts.calibration(stitched),
+        "importance.svg": charts.importance(list(data.feature_names), data.gain),
+        "probabilities.svg": charts.probabilities(
             stitched, [float(f["threshold"]) for f in data.folds]
         ),
     }
-    return {name: makers[name]() for name in names}
+    return {name: drawn[name] for name in PICTURES}
 
 
 def render_stage_report(run: Run, stage: str, summary: Mapping[str, Any]) -> dict[str, bytes]:
@@ -118,7 +118,7 @@ def render_stage_report(run: Run, stage: str, summary: Mapping[str, Any]) -> dic
 
 def render(data: StageData) -> dict[str, bytes]:
     """{file name: bytes}: report.html and the SVGs it embeds."""
-    pictures = draw(data, list(PICTURES))
+    pictures = draw(data)
     return {REPORT: _page(data, pictures).encode("utf-8"), **pictures}
 
 
