@@ -414,7 +414,7 @@ def test_results_come_from_the_pod_watch_and_a_pod_it_has_not_shown_yet_is_liste
     assert "btc-quick-fold-01-1" not in watched.shown
 
 
-class JobWatchDown:
+class WatchDown:
     def watching(self, namespace: str) -> bool:
         return False
 
@@ -423,7 +423,7 @@ def test_while_the_job_watch_is_down_a_pass_lists_the_jobs_itself() -> None:
     """The cache holds no Jobs (the watch broke before they came): the pass must not act as if
     there were none, which would create Jobs again and never see results."""
     api = CountingApi(trainingjob(parallelism=1))
-    operator = Reconciler(api, OperatorMetrics(), clock=lambda: NOW, watched_jobs=JobWatchDown())  # type: ignore[arg-type]
+    operator = Reconciler(api, OperatorMetrics(), clock=lambda: NOW, watched_jobs=WatchDown())  # type: ignore[arg-type]
     operator.cache.put_trainingjob(copy.deepcopy(api.tj))
     asyncio.run(operator.reconcile("ns", "btc"))
     assert api.writes("create", "jobs") == ["btc-prepare"]
@@ -435,6 +435,21 @@ def test_while_the_job_watch_is_down_a_pass_lists_the_jobs_itself() -> None:
     assert ("jobs", "stagegate.io/trainingjob=btc") in api.lists
     assert api.tj["status"]["prepared"]["labelledRows"] == 990
     assert "btc-prepare" not in api.writes("create", "jobs") + api.writes("delete", "jobs")
+
+
+def test_while_the_trainingjob_watch_is_down_a_pass_reads_the_trainingjob_itself() -> None:
+    """The cache holds the TrainingJob as it was when its watch broke: a pass must act on the
+    server's (suspended since), not start a Job for that stale copy."""
+    api = FakeApi(trainingjob())
+    down = WatchDown()
+    operator = Reconciler(api, OperatorMetrics(), clock=lambda: NOW, watched_trainingjobs=down)  # type: ignore[arg-type]
+    operator.cache.put_trainingjob(copy.deepcopy(api.tj))
+    api.tj["spec"]["suspend"] = True
+    asyncio.run(operator.reconcile("ns", "btc"))
+    assert api.writes("create", "jobs") == []
+    assert api.tj["status"]["message"] == "suspended before start"
+    cached = operator.cache.trainingjob("ns", "btc")
+    assert cached is not None and cached["spec"]["suspend"] is True
 
 
 class RefusesOne(FakeApi):

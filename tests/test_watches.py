@@ -2,8 +2,9 @@
 
 Ended step pods: a pod arrives once it has ended (the server filters by phase), with what the
 reconciler reads of it, and only then. Jobs: listed, then followed into the cache, each change
-asking for a pass of the TrainingJob that owns the Job. A watch the server refuses never counts
-as running (passes then ask the server themselves).
+asking for a pass of the TrainingJob that owns the Job. TrainingJobs: the same, except that the
+echo of the operator's own status write asks for nothing. A watch the server refuses never
+counts as running (passes then ask the server themselves).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from stagegate_operator.jobwatch import WatchedJobs
 from stagegate_operator.kubeapi import KubeApi as OperatorApi
 from stagegate_operator.kubeapi import load_connection
 from stagegate_operator.podwatch import EndedPods, slim_pod
+from stagegate_operator.trainingjobwatch import WatchedTrainingJobs
 
 from tests.support.kube import KubeApi
-from tests.support.operator import until
+from tests.support.operator import install_crd, until
 
 TERMINATED = {
     "exitCode": 0,
@@ -140,25 +142,94 @@ async def _jobs(kube: KubeApi) -> None:
         await api.close()
 
 
-def test_a_watch_the_server_refuses_is_never_taken_as_running(kube_api: KubeApi) -> None:
-    """bob may list neither pods nor Jobs: passes must go on listing them themselves, not wait
-    for what these watches will never show."""
+def test_trainingjobs_are_followed_into_the_cache_from_the_real_api_server(
+    kube_api: KubeApi,
+) -> None:
+    install_crd(kube_api)
+    asyncio.run(_trainingjobs(kube_api))
 
-    async def scenario() -> tuple[bool, bool]:
+
+def trainingjob(name: str) -> dict[str, Any]:
+    return {"apiVersion": "stagegate.io/v1alpha1", "kind": "TrainingJob",
+            "metadata": {"name": name}, "spec": {"symbol": "BTC/USDT"}}  # fmt: skip
+
+
+async def _trainingjobs(kube: KubeApi) -> None:
+    api = OperatorApi(load_connection(str(kube.kubeconfig)))
+    cache = ObjectCache()
+    watched = WatchedTrainingJobs(api, [kube.namespace], cache)
+    asked: list[tuple[str, str]] = []
+    watched.on_change = lambda namespace, name: asked.append((namespace, name))
+    path = f"/apis/stagegate.io/v1alpha1/namespaces/{kube.namespace}/trainingjobs"
+    kube.create(path, trainingjob("btc"))  # there before the watch starts: listed
+    task = asyncio.create_task(watched.run())
+    btc, eth = (kube.namespace, "btc"), (kube.namespace, "eth")
+    try:
+        await until(lambda: watched.watching(kube.namespace), 10)
+        assert asked == [btc] and cache.trainingjob(*btc) is not None
+
+        kube.create(path, trainingjob("eth"))
+        await until(lambda: eth in asked, 10)
+        approved = kube.patch(f"{path}/eth", {"metadata": {"annotations": {"a": "approved"}}})
+        await until(lambda: asked.count(eth) == 2, 10)
+        cached = cache.trainingjob(*eth)
+        assert cached is not None and cached["metadata"]["annotations"] == {"a": "approved"}
+        assert cached["metadata"]["resourceVersion"] == approved["metadata"]["resourceVersion"]
+
+        # The operator's own status write: cached as it answered (the test client blocks the
+        # loop, so before the watch can deliver it); its echo then asks for no pass.
+        written = kube.patch(f"{path}/eth/status", {"status": {"phase": "Quick"}})
+        cache.put_status_write(cached, written["metadata"], written["status"])
+        kube.request("DELETE", f"{path}/btc")
+        await until(lambda: cache.trainingjob(*btc) is None, 30)
+        assert asked == [btc, eth, eth, btc], "the echo asked for a pass"
+        assert (cache.trainingjob(*eth) or {}).get("status") == {"phase": "Quick"}
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await api.close()
+
+
+def test_a_relisting_asks_for_a_pass_of_what_is_new_changed_or_gone() -> None:
+    cache = ObjectCache()
+    watched = WatchedTrainingJobs(None, ["ns"], cache)  # type: ignore[arg-type]  # no run()
+    asked: list[tuple[str, str]] = []
+    watched.on_change = lambda namespace, name: asked.append((namespace, name))
+
+    def tj(name: str, version: int, namespace: str = "ns") -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": namespace,
+                             "resourceVersion": str(version)}}  # fmt: skip
+
+    watched.replace("ns", [tj("a", 1), tj("b", 1), tj("c", 1)])
+    cache.put_trainingjob(tj("x", 1, namespace="other"))  # another scope's: kept
+    asked.clear()
+    watched.replace("ns", [tj("a", 1), tj("b", 2), tj("d", 1)])  # c is gone
+    assert sorted(n for _, n in asked) == ["b", "c", "d"]
+    assert sorted(cache.trainingjob_keys()) == [("ns", "a"), ("ns", "b"), ("ns", "d"),
+                                                ("other", "x")]  # fmt: skip
+
+
+def test_a_watch_the_server_refuses_is_never_taken_as_running(kube_api: KubeApi) -> None:
+    """bob may list neither pods, Jobs nor TrainingJobs: passes must go on asking the server
+    themselves, not wait for what these watches will never show."""
+
+    async def scenario() -> tuple[bool, bool, bool]:
         api = OperatorApi(load_connection(str(kube_api.kubeconfig_for("bob"))))
         ended = EndedPods(api, [kube_api.namespace])
         watched = WatchedJobs(api, [kube_api.namespace], ObjectCache())
-        tasks = [asyncio.create_task(ended.run()), asyncio.create_task(watched.run())]
+        trainingjobs = WatchedTrainingJobs(api, [kube_api.namespace], ObjectCache())
+        tasks = [asyncio.create_task(w.run()) for w in (ended, watched, trainingjobs)]
         try:
             await asyncio.sleep(2.5)  # the first try and a retry, both refused
-            return ended.watching(kube_api.namespace), watched.watching(kube_api.namespace)
+            return (ended.watching(kube_api.namespace), watched.watching(kube_api.namespace),
+                    trainingjobs.watching(kube_api.namespace))  # fmt: skip
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await api.close()
 
-    assert asyncio.run(scenario()) == (False, False)
+    assert asyncio.run(scenario()) == (False, False, False)
 
 
 def test_only_a_change_the_reconciler_reads_asks_for_a_pass() -> None:

@@ -1,4 +1,4 @@
-"""What the watches have shown: TrainingJobs (kopf's watch) and their Jobs (our own).
+"""What the operator's watches have shown: TrainingJobs and their Jobs.
 
 A reconcile reads from here instead of asking the API server each time (at a hundred
 TrainingJobs that was a third of the operator's requests). The operator's own writes go in at
@@ -109,6 +109,19 @@ class ObjectCache:
     def drop_trainingjob(self, namespace: str, name: str) -> None:
         self._trainingjobs.pop((namespace, name), None)
         self._jobs.pop((namespace, name), None)
+
+    def replace_trainingjobs(self, scope: str | None, items: list[dict[str, Any]]) -> set[Key]:
+        """The TrainingJobs of `scope` (None: every namespace) are now `items`, as a LIST
+        answered; those that are new, changed or gone."""
+        listed = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in items}
+        gone = {
+            key
+            for key in self._trainingjobs
+            if (scope is None or key[0] == scope) and key not in listed
+        }
+        for key in gone:
+            self.drop_trainingjob(*key)
+        return gone | {key for key, obj in listed.items() if self.put_trainingjob(obj)}
 
     # -- Jobs, grouped by the TrainingJob that owns them
     def jobs(self, namespace: str, trainingjob: str) -> list[dict[str, Any]]:

@@ -16,7 +16,6 @@ class OperatorConfig:
     # Where the metrics and health servers listen (all interfaces by default).
     bind_address: str = "0.0.0.0"
     resync_seconds: float = 10.0
-    watch_timeout: int = 60
     verbose: bool = False
     # The command the step pods run; the trainer image puts `stagegate` on PATH.
     trainer_command: tuple[str, ...] = ("stagegate",)

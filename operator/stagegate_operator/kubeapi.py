@@ -1,8 +1,8 @@
 """A small async Kubernetes API client: the few calls the operator makes, over aiohttp.
 
-kopf watches the TrainingJobs; this client does the rest (their status, Jobs, Pods, ConfigMaps,
-and the watches of Jobs and ended pods).
-It reads the kubeconfig (kubeconfig.py) or in-cluster service account that kopf logs in with.
+Every call the operator makes goes through it: the watches of TrainingJobs, Jobs and ended pods,
+the status writes, Jobs, Pods, ConfigMaps, Events and the Lease. It reads the kubeconfig
+(kubeconfig.py) or in-cluster service account that kopf logs in with.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Leader election on a coordination.k8s.io Lease, so that two operator replicas never both act.
 
-Every replica watches and caches (kopf's watches only read), but only the holder of the Lease
+Every replica watches and caches (the watches only read), but only the holder of the Lease
 reconciles. The rules are client-go's: a Lease is expired when its record has not changed for
 `leaseDurationSeconds` *as seen by this replica's own clock* (so clock skew between nodes does
 not matter); the holder renews every `retry` seconds and steps down when it has not renewed for

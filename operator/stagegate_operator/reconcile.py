@@ -37,6 +37,7 @@ from .mergepatch import pruned, status_patch
 from .metrics import OperatorMetrics
 from .observe import Memory, harvest, needs_pods, observe, recall, recorded
 from .podwatch import EndedPods
+from .trainingjobwatch import WatchedTrainingJobs
 
 log = logging.getLogger("stagegate.operator")
 Jobs = dict[str, dict[str, Any]]  # a TrainingJob's Jobs by name
@@ -54,15 +55,17 @@ class Reconciler:
         cache: ObjectCache | None = None,
         ended_pods: EndedPods | None = None,
         watched_jobs: WatchedJobs | None = None,
+        watched_trainingjobs: WatchedTrainingJobs | None = None,
     ) -> None:
         self.api = api
         self.metrics = metrics
         self.clock = clock
         self.defaults = defaults or TrainerDefaults()
-        # Kept current by the watches: TrainingJobs by kopf's, Jobs by `watched_jobs` (without
-        # it, whoever made the cache fills it). Jobs are listed only while that watch is down.
+        # Kept current by the watches, `watched_trainingjobs` and `watched_jobs` (without them,
+        # whoever made the cache fills it). While a watch is down, passes ask the server.
         self.cache = cache or ObjectCache()
         self.watched_jobs = watched_jobs
+        self.watched_trainingjobs = watched_trainingjobs
         # Kept by the operator's own watch of ended pods; without it, pods are listed.
         self.ended_pods = ended_pods
         self.specs = specs.Specs()
@@ -165,17 +168,20 @@ class Reconciler:
 
     async def _trainingjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The TrainingJob, from the cache or else asked for; None (and forgotten) once gone."""
+        watch = self.watched_trainingjobs
         body = self.cache.trainingjob(namespace, name)
-        if body is not None:
+        if body is not None and (watch is None or watch.watching(namespace)):
             return body
-        try:  # not seen by a watch yet, or deleted (the watch dropped it from the cache)
+        try:  # not seen by the watch yet, deleted (the watch dropped it), or the watch is down
             found: dict[str, Any] = await self.api.request(
                 "GET", KubeApi.path(children.GROUP_VERSION, namespace, PLURAL, name)
             )
-            return found
+            self.cache.put_trainingjob(found)
+            return self.cache.trainingjob(namespace, name) or found
         except ApiError as exc:
             if exc.status != 404:
                 raise
+        self.cache.drop_trainingjob(namespace, name)
         self.specs.forget(namespace, name)
         self.metrics.forget(namespace, name)
         self.events.forget(namespace, name)

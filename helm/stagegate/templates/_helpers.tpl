@@ -53,8 +53,10 @@ app.kubernetes.io/component: operator
   says which call needs it. Used by the ClusterRole (all namespaces) or each Role.
 */}}
 {{- define "stagegate.workloadRules" -}}
-# kopf lists and watches TrainingJobs (@kopf.on.event in handlers.py); the reconciler GETs one
-# its cache has not seen (reconcile.py) and the resync loop lists them (scheduler.resync).
+# The operator lists and watches TrainingJobs (trainingjobwatch.py); the reconciler GETs one its
+# cache has not seen, or any while that watch is down (reconcile.py), and the resync loop lists
+# them (scheduler.resync). kopf watches nothing (settings.scanning.disabled in handlers.py), so
+# no cluster-wide read of CRDs or namespaces is granted.
 - apiGroups: [stagegate.io]
   resources: [trainingjobs]
   verbs: [get, list, watch]
@@ -69,8 +71,8 @@ app.kubernetes.io/component: operator
 - apiGroups: [stagegate.io]
   resources: [trainingjobs/finalizers]
   verbs: [update]
-# kopf lists and watches Jobs labelled stagegate.io/trainingjob (the reconciler reads them from
-# that watch's cache); the reconciler creates the step Jobs and deletes them (retries, suspend,
+# The operator lists and watches Jobs labelled stagegate.io/trainingjob (jobwatch.py; the
+# reconciler reads them from that watch's cache); the reconciler creates the step Jobs and deletes them (retries, suspend,
 # stop: act.py). No get/update/patch.
 - apiGroups: [batch]
   resources: [jobs]
