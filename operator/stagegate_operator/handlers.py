@@ -32,7 +32,6 @@ class Running:
     """The operator's parts, kept in kopf's memo by the startup handler."""
 
     api: KubeApi
-    cache: ObjectCache
     scheduler: Scheduler
 
 
@@ -83,7 +82,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
         trainingjobs.on_change = lambda namespace, name: scheduler.trigger(
             namespace, name, urgent=True
         )
-        memo["running"] = Running(api, cache, scheduler)
+        memo["running"] = Running(api, scheduler)
         loop = asyncio.get_running_loop()
         memo["tasks"] = [
             loop.create_task(resync(scheduler, api, config.namespaces, config.resync_seconds)),
