@@ -343,6 +343,9 @@ def test_trainer_image_runs_as_10001_on_a_read_only_root_without_build_tools(
         f"print('tools', [t for t in {BUILD_TOOLS!r} if shutil.which(t)])\n"
         "print('installers', [m for m in ('pip', 'setuptools') if u.find_spec(m)])\n"
         "import lightgbm, pandas, pyarrow\n"  # libgomp and the wheels' libraries load
+        # The exchange client the data loader uses works without the copies pruned from ccxt.
+        "import ccxt, importlib.util as u; ccxt.binance()\n"
+        "print('pruned', [m for m in ('ccxt.async_support', 'ccxt.pro') if u.find_spec(m)])\n"
     )
     # As a step pod runs: read-only root (without podman's own tmpfs mounts), /tmp a volume.
     out = podman_run("run", "--rm", "--read-only", "--read-only-tmpfs=false", "--cap-drop=all",
@@ -354,6 +357,7 @@ def test_trainer_image_runs_as_10001_on_a_read_only_root_without_build_tools(
     assert (scratch / "ok").read_text() == "ok"
     assert lines[4] == "tools []", lines  # no compiler, linker or make
     assert lines[5] == "installers []", lines  # the runtime environment cannot install
+    assert lines[6] == "pruned []", lines
 
 
 @pytest.mark.podman
