@@ -169,6 +169,10 @@ def test_a_folder_holding_another_spec_is_refused(
     refused = stagegate("run", str(other), "--artifacts", str(runs), cwd=tmp_path)
     assert refused.returncode == 2
     assert "holds a run of a different spec" in refused.stderr and "--fresh" in refused.stderr
+    # Other features only: the folder's dataset and folds are not this spec's either.
+    fewer = manifest_factory(features={"groups": ["returns", "volatility"]})
+    refused = stagegate("run", str(fewer), "--artifacts", str(runs), cwd=tmp_path)
+    assert refused.returncode == 2 and "holds a run of a different spec" in refused.stderr
     fresh = stagegate(
         "run", str(other), "--mode", "quick", "--fresh", "--artifacts", str(runs), cwd=tmp_path
     )

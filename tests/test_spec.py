@@ -136,6 +136,10 @@ def test_fingerprint_ignores_scheduling_but_not_results() -> None:
     assert spec_fingerprint(base) == spec_fingerprint(same)
     other = parse_manifest(manifest(model={"seed": 7})).spec
     assert spec_fingerprint(base) != spec_fingerprint(other)
+    fewer_features = parse_manifest(manifest(features={"groups": ["returns"]})).spec
+    assert spec_fingerprint(base) != spec_fingerprint(fewer_features)
+    stricter_gates = parse_manifest(manifest(gates={"minRocAuc": 0.7})).spec
+    assert spec_fingerprint(base) == spec_fingerprint(stricter_gates)  # judged, not computed
     # M15 and 15m are one timeframe, so one run.
     assert spec_fingerprint(base) == spec_fingerprint(
         parse_manifest(manifest(timeframe="15m")).spec

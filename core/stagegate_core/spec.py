@@ -249,7 +249,9 @@ def spec_fingerprint(spec: TrainingJobSpec) -> str:
     """A hash of what determines results, so a run folder never mixes two specs.
 
     Scheduling fields (parallelism, resources, image, queue, suspend, approval, artifacts,
-    mode) change how a run is executed, not what it computes, so they are left out.
+    mode) change how a run is executed, not what it computes, so they are left out; so are the
+    gates, which judge the folds' results without changing them (a rerun judges the same folds
+    by the new gates).
     """
     import hashlib
     import json
@@ -258,7 +260,9 @@ def spec_fingerprint(spec: TrainingJobSpec) -> str:
         mode="json",
         by_alias=True,
         # costs change every fold's trading metrics, so a run folder holds one cost model.
-        include={"symbol", "timeframe", "data", "stages", "label", "model", "costs"},
+        # features: the dataset and every fold's model; a folder prepared with other features
+        # would otherwise be reused as if it held this spec's results.
+        include={"symbol", "timeframe", "data", "stages", "label", "features", "model", "costs"},
     )
     relevant["timeframe"] = spec.canonical_timeframe
     blob = json.dumps(relevant, sort_keys=True, separators=(",", ":")).encode()
