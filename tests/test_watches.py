@@ -43,6 +43,13 @@ def pod(name: str, job: str, trainingjob: str = "btc") -> dict[str, Any]:
                          "capabilities": {"drop": ["ALL"]}}}]}}  # fmt: skip
 
 
+def asks(watched: WatchedJobs | WatchedTrainingJobs) -> list[tuple[str, str]]:
+    """The passes `watched` asks for, in order, as they come."""
+    asked: list[tuple[str, str]] = []
+    watched.on_change = lambda namespace, name: asked.append((namespace, name))
+    return asked
+
+
 def test_slim_pod_keeps_what_the_reconciler_reads() -> None:
     full = {**pod("p", "btc-quick-fold-01"), "status": {
         "phase": "Succeeded", "hostIP": "10.0.0.1",
@@ -114,8 +121,7 @@ async def _jobs(kube: KubeApi) -> None:
     api = OperatorApi(load_connection(str(kube.kubeconfig)))
     cache = ObjectCache()
     watched = WatchedJobs(api, [kube.namespace], cache)
-    asked: list[tuple[str, str]] = []
-    watched.on_change = lambda namespace, name: asked.append((namespace, name))
+    asked = asks(watched)
     jobs = f"/apis/batch/v1/namespaces/{kube.namespace}/jobs"
     kube.create(jobs, job("btc-prepare"))  # there before the watch starts: listed
     task = asyncio.create_task(watched.run())
@@ -158,8 +164,7 @@ async def _trainingjobs(kube: KubeApi) -> None:
     api = OperatorApi(load_connection(str(kube.kubeconfig)))
     cache = ObjectCache()
     watched = WatchedTrainingJobs(api, [kube.namespace], cache)
-    asked: list[tuple[str, str]] = []
-    watched.on_change = lambda namespace, name: asked.append((namespace, name))
+    asked = asks(watched)
     path = f"/apis/stagegate.io/v1alpha1/namespaces/{kube.namespace}/trainingjobs"
     kube.create(path, trainingjob("btc"))  # there before the watch starts: listed
     task = asyncio.create_task(watched.run())
@@ -193,8 +198,7 @@ async def _trainingjobs(kube: KubeApi) -> None:
 def test_a_relisting_asks_for_a_pass_of_what_is_new_changed_or_gone() -> None:
     cache = ObjectCache()
     watched = WatchedTrainingJobs(None, ["ns"], cache)  # type: ignore[arg-type]  # no run()
-    asked: list[tuple[str, str]] = []
-    watched.on_change = lambda namespace, name: asked.append((namespace, name))
+    asked = asks(watched)
 
     def tj(name: str, version: int, namespace: str = "ns") -> dict[str, Any]:
         return {"metadata": {"name": name, "namespace": namespace,
@@ -235,8 +239,7 @@ def test_a_watch_the_server_refuses_is_never_taken_as_running(kube_api: KubeApi)
 def test_only_a_change_the_reconciler_reads_asks_for_a_pass() -> None:
     cache = ObjectCache()
     watched = WatchedJobs(None, ["ns"], cache)  # type: ignore[arg-type]  # no API: no run()
-    asked: list[tuple[str, str]] = []
-    watched.on_change = lambda namespace, name: asked.append((namespace, name))
+    asked = asks(watched)
 
     def event(version: int, kind: str = "MODIFIED", **status: Any) -> None:
         watched.apply(kind, {"metadata": {

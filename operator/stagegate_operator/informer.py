@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
@@ -118,3 +119,30 @@ class Informer:
             if kind != "BOOKMARK":
                 self.sink.apply(kind, obj)
         return version
+
+
+class Followed(ABC):
+    """One kind of object followed by its own Informer; a subclass says what it keeps of each
+    (`replace`, `apply`: it is the informer's sink)."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        group_version: str,
+        plural: str,
+        namespaces: list[str],
+        params: dict[str, str],
+    ) -> None:
+        self.informer = Informer(api, group_version, plural, namespaces, params, self)
+
+    def watching(self, namespace: str) -> bool:
+        return self.informer.watching(namespace)
+
+    async def run(self) -> None:
+        await self.informer.run()
+
+    @abstractmethod
+    def replace(self, scope: str | None, items: list[dict[str, Any]]) -> None: ...
+
+    @abstractmethod
+    def apply(self, kind: str, obj: dict[str, Any]) -> None: ...

@@ -13,23 +13,16 @@ from typing import Any
 from stagegate_core.keys import LABEL_TJ
 
 from .cache import ObjectCache
-from .informer import Informer, owner
+from .informer import Followed, owner
 from .kubeapi import KubeApi
 
 
-class WatchedJobs:
+class WatchedJobs(Followed):
     def __init__(self, api: KubeApi, namespaces: list[str], cache: ObjectCache) -> None:
+        super().__init__(api, "batch/v1", "jobs", namespaces, {"labelSelector": LABEL_TJ})
         self.cache = cache
         # Set once the scheduler exists: asks for a pass of (namespace, trainingjob).
         self.on_change: Callable[[str, str], None] = lambda namespace, name: None
-        self.informer = Informer(api, "batch/v1", "jobs", namespaces,
-                                 {"labelSelector": LABEL_TJ}, self)  # fmt: skip
-
-    def watching(self, namespace: str) -> bool:
-        return self.informer.watching(namespace)
-
-    async def run(self) -> None:
-        await self.informer.run()
 
     def replace(self, scope: str | None, items: list[dict[str, Any]]) -> None:
         for namespace, name in self.cache.replace_jobs(scope, items):

@@ -16,7 +16,7 @@ from typing import Any
 
 from stagegate_core.keys import LABEL_TJ
 
-from .informer import Informer, kept, owner
+from .informer import Followed, kept, owner
 from .kubeapi import KubeApi
 
 ENDED = "status.phase!=Pending,status.phase!=Running"
@@ -46,19 +46,16 @@ def slim_pod(pod: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-class EndedPods:
+class EndedPods(Followed):
     """The ended step pods of every TrainingJob in scope, kept by the watch."""
 
     def __init__(self, api: KubeApi, namespaces: list[str]) -> None:
-        self._pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
         params = {"labelSelector": LABEL_TJ, "fieldSelector": ENDED}
-        self.informer = Informer(api, "v1", "pods", namespaces, params, self)
+        super().__init__(api, "v1", "pods", namespaces, params)
+        self._pods: dict[Key, dict[str, dict[str, Any]]] = defaultdict(dict)
 
     def pods(self, namespace: str, trainingjob: str) -> list[dict[str, Any]]:
         return list(self._pods.get((namespace, trainingjob), {}).values())
-
-    def watching(self, namespace: str) -> bool:
-        return self.informer.watching(namespace)
 
     def forget(self, namespace: str, trainingjob: str) -> None:
         self._pods.pop((namespace, trainingjob), None)
@@ -72,9 +69,6 @@ class EndedPods:
                 n for n, p in pods.items() if p["metadata"]["labels"].get("job-name") in jobs
             ]:
                 del pods[name]
-
-    async def run(self) -> None:
-        await self.informer.run()
 
     def replace(self, scope: str | None, items: list[dict[str, Any]]) -> None:
         for key in [k for k in self._pods if scope is None or k[0] == scope]:

@@ -17,22 +17,16 @@ from stagegate_core.spec import PLURAL
 
 from .cache import ObjectCache
 from .children import GROUP_VERSION
-from .informer import Informer
+from .informer import Followed
 from .kubeapi import KubeApi
 
 
-class WatchedTrainingJobs:
+class WatchedTrainingJobs(Followed):
     def __init__(self, api: KubeApi, namespaces: list[str], cache: ObjectCache) -> None:
+        super().__init__(api, GROUP_VERSION, PLURAL, namespaces, {})
         self.cache = cache
         # Set once the scheduler exists: asks for an urgent pass of (namespace, name).
         self.on_change: Callable[[str, str], None] = lambda namespace, name: None
-        self.informer = Informer(api, GROUP_VERSION, PLURAL, namespaces, {}, self)
-
-    def watching(self, namespace: str) -> bool:
-        return self.informer.watching(namespace)
-
-    async def run(self) -> None:
-        await self.informer.run()
 
     def replace(self, scope: str | None, items: list[dict[str, Any]]) -> None:
         for namespace, name in self.cache.replace_trainingjobs(scope, items):
