@@ -1,0 +1,1 @@
+"""Parts of bench_operator_scale.py, one job each."""
