@@ -184,6 +184,9 @@ def test_suspend_and_resume(cluster: Cluster) -> None:
     cluster.kube.patch(f"{cluster.tj_path}/pause", {"spec": {"suspend": False}})
     status = cluster.wait_phase("pause", "Succeeded", "Failed")["status"]
     assert status["phase"] == "Succeeded", status["message"]
+    # suspend steers the run: with the API server's and the operator's defaults in the
+    # stored spec, nothing else reads as changed.
+    assert "SpecChangeRefused" not in reasons(cluster, "pause")
 
 
 def test_operator_killed_mid_stage_and_restarted(cluster: Cluster) -> None:
@@ -271,14 +274,21 @@ def test_a_spec_change_after_start_is_refused(cluster: Cluster) -> None:
     cluster.apply(cluster.manifest("frozen"))
     waiting = cluster.wait_phase("frozen", "AwaitingApproval")["status"]
     assert waiting["runSpec"]["model"]["seed"] == 42
-    cluster.kube.patch(f"{cluster.tj_path}/frozen", {"spec": {"model": {"seed": 7}}})
+    min_f1 = waiting["runSpec"]["gates"]["minF1"]
+    # The seed changes results (the fingerprint); the gates only judge them, but the summary Job
+    # judges by the frozen spec, so a change there is refused all the same.
+    cluster.kube.patch(
+        f"{cluster.tj_path}/frozen", {"spec": {"model": {"seed": 7}, "gates": {"minF1": 0.01}}}
+    )
     poll(lambda: "SpecChangeRefused" in reasons(cluster, "frozen"), timeout=30)
     warning = next(e for e in cluster.events("frozen") if e["reason"] == "SpecChangeRefused")
     assert warning["type"] == "Warning"
+    assert warning["message"].startswith("spec.gates, spec.model changed after the run started")
     cluster.kube.kubectl("annotate", "tj", "frozen", "stagegate.io/approval=approved")
     done = cluster.wait_phase("frozen", "Succeeded", "Failed")["status"]
     assert done["phase"] == "Succeeded", done["message"]
     assert done["runSpec"]["model"]["seed"] == 42
+    assert done["runSpec"]["gates"]["minF1"] == min_f1 != 0.01
     assert done["specFingerprint"] == waiting["specFingerprint"]
     tj = cluster.tj("frozen")
     card = cluster.read_json(cluster.run_prefix(tj) + "model/model_card.json")

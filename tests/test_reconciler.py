@@ -312,6 +312,49 @@ def test_a_spec_change_mid_run_keeps_the_frozen_spec_and_takes_the_steering_fiel
     assert frozen.model.seed != 7
 
 
+def test_a_change_that_leaves_the_fingerprint_alone_is_refused_too() -> None:
+    """Gates and mode do not change what a fold computes, but the run's Jobs judge and plan by
+    the frozen spec: taking them in the operator alone would split the run in two."""
+    run = Run(mode="quick", parallelism=1)
+    run.step()
+    run.api.finish("btc-prepare", prepared())
+    run.step()
+    started = run.status["specFingerprint"]
+    run.change_spec(mode="sequential", gates={"minRocAuc": 0.9}, parallelism=3)
+    assert run.step() == [
+        event("SpecChangeRefused"), *create("jobs", "btc-quick-fold-02", "btc-quick-fold-03"),
+        PATCH,
+    ]  # fmt: skip
+    (warning,) = run.api.warnings("SpecChangeRefused")
+    assert warning.startswith("spec.gates, spec.mode changed after the run started")
+    assert "parallelism" in warning.split("only ")[1]  # what may change is said too
+    assert run.status["refusedGeneration"] == 2 and run.status["specFingerprint"] == started
+    for n in range(1, QUICK_FOLDS + 1):
+        run.api.finish(f"btc-quick-fold-{n:02d}", fold("quick", n, QUICK_FOLDS))
+        run.step()
+    run.api.finish("btc-quick-summary", summary("quick", QUICK_FOLDS))
+    run.step()
+    assert run.status["phase"] == "Succeeded", "the run kept mode quick: no full stage"
+    assert len(run.api.warnings("SpecChangeRefused")) == 1
+
+
+def test_departures_name_the_fields_beyond_the_steering_ones() -> None:
+    run_spec = TrainingJobSpec.model_validate(trainingjob()["spec"])
+    dumped = run_spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def changed(**update: Any) -> tuple[str, ...]:
+        return specs.departures(dumped, run_spec.model_copy(update=update))
+
+    assert changed() == ()
+    assert changed(parallelism=9, suspend=True, max_retries=0, queue_name="q", image="i:1") == ()
+    assert changed(mode="full") == ("mode",)
+    gates = run_spec.gates.model_copy(update={"min_f1": 0.1})
+    assert changed(gates=gates, symbol="ETH/USDT") == ("gates", "symbol")
+    # A field the run's spec had and the new one lacks (or the reverse) is a change as well.
+    assert specs.departures({**dumped, "extra": 1}, run_spec) == ("extra",)
+    assert {"maxRetries", "queueName", "pendingTimeoutSeconds"} <= specs.STEERING_KEYS
+
+
 def test_one_validation_and_one_fingerprint_per_generation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

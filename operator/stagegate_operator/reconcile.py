@@ -107,7 +107,8 @@ class Reconciler:
         except ValidationError as exc:
             await self._fail_invalid(body, format_validation_error(exc, "spec"))
             return
-        spec = self.defaults.apply(await self._effective_spec(body, given, status))
+        effective, departed = await self._effective_spec(body, given, status)
+        spec = self.defaults.apply(effective)
         if not status.specFingerprint:
             # First pass: refuse what cannot work in this cluster before any pod starts.
             refused = admission.refusal(name, spec)
@@ -150,7 +151,8 @@ class Reconciler:
                 memory, jobs, pods, children.step_names(name), annotations, spec.max_retries
             )
         new_status = statusbuild.operator_status(
-            meta=body["metadata"], spec=spec, fingerprint=given.fingerprint, old=status,
+            meta=body["metadata"], spec=spec, fingerprint=given.fingerprint, refused=departed,
+            old=status,
             memory=memory, decision=decision, observation=observation, jobs=jobs,
             approval=approval, now=now,
         )  # fmt: skip
@@ -192,23 +194,33 @@ class Reconciler:
 
     async def _effective_spec(
         self, body: Mapping[str, Any], given: specs.Validated, status: TrainingJobStatus
-    ) -> TrainingJobSpec:
-        """The spec the run started with, steered by the fields that may change mid-run."""
+    ) -> tuple[TrainingJobSpec, bool]:
+        """The spec the run started with, steered by the fields that may change mid-run; and
+        whether the spec as given now departs from it elsewhere (a change refused)."""
         started = status.specFingerprint
-        if not started or started == given.fingerprint:
-            return given.spec
+        if not started:
+            return given.spec, False
+        if status.runSpec is not None:
+            changed = self.specs.departures(
+                body, status.runSpec, lambda: self.defaults.apply(given.spec)
+            )
+        else:  # a status written before runSpec was recorded
+            changed = () if started == given.fingerprint else ("spec",)
+        if not changed:
+            return given.spec, False
         meta = body["metadata"]
         if status.refusedGeneration != meta.get("generation"):
+            steering = ", ".join(sorted(specs.STEERING_KEYS))
             await self.events.post(body, "Warning", "SpecChangeRefused",
-                                   "the spec changed after the run started; the run keeps the "
-                                   "spec it started with (suspend, parallelism, approval, "
-                                   "resources, image and queueName may change)")  # fmt: skip
+                                   f"{', '.join(f'spec.{f}' for f in changed)} changed after the "
+                                   f"run started; the run keeps the spec it started with (only "
+                                   f"{steering} may change)")  # fmt: skip
         configmap = await self.api.request(
             "GET",
             KubeApi.path("v1", meta["namespace"], "configmaps",
                          children.spec_configmap_name(meta["name"])),
         )  # fmt: skip
-        return specs.steered(specs.frozen(configmap), given.spec)
+        return specs.steered(specs.frozen(configmap), given.spec), True
 
     async def _look(
         self, namespace: str, name: str, memory: Memory, now: float

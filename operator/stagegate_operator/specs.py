@@ -10,7 +10,7 @@ under the same name, whose generation starts over.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,11 @@ STEERING = (
     "pending_timeout_seconds",
 )
 
+# The same, as the manifest and status.runSpec name them.
+STEERING_KEYS = frozenset(
+    TrainingJobSpec.model_fields[field].serialization_alias or field for field in STEERING
+)
+
 
 @dataclass(frozen=True)
 class Validated:
@@ -43,6 +48,7 @@ class Specs:
 
     def __init__(self) -> None:
         self._known: dict[tuple[str, str], tuple[tuple[Any, Any], Validated]] = {}
+        self._departed: dict[tuple[str, str], tuple[tuple[Any, Any], tuple[str, ...]]] = {}
 
     def validated(self, body: Mapping[str, Any]) -> Validated:
         """The TrainingJob's spec and fingerprint; raises pydantic's ValidationError."""
@@ -57,8 +63,38 @@ class Specs:
         self._known[key] = (version, validated)
         return validated
 
+    def departures(
+        self,
+        body: Mapping[str, Any],
+        run_spec: Mapping[str, Any],
+        effective: Callable[[], TrainingJobSpec],
+    ) -> tuple[str, ...]:
+        """`departures(run_spec, effective())`, worked out once per generation (the run's spec
+        does not change, and `effective` only adds the operator's fixed defaults)."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        version = (meta.get("uid"), meta.get("generation"))
+        known = self._departed.get(key)
+        if known is not None and None not in version and known[0] == version:
+            return known[1]
+        found = departures(run_spec, effective())
+        self._departed[key] = (version, found)
+        return found
+
     def forget(self, namespace: str, name: str) -> None:
         self._known.pop((namespace, name), None)
+        self._departed.pop((namespace, name), None)
+
+
+def departures(run_spec: Mapping[str, Any], effective: TrainingJobSpec) -> tuple[str, ...]:
+    """The fields, other than the steering ones, in which `effective` (the spec as given now,
+    with the operator's defaults) differs from the spec the run started with (`status.runSpec`,
+    dumped the same way), by their manifest names. The fingerprint alone would miss fields that
+    do not change results (gates, mode, artifacts), which the run's Jobs read from the frozen
+    spec all the same."""
+    now = effective.model_dump(mode="json", by_alias=True, exclude_none=True)
+    fields = (now.keys() | run_spec.keys()) - STEERING_KEYS
+    return tuple(sorted(f for f in fields if now.get(f) != run_spec.get(f)))
 
 
 def frozen(configmap: Mapping[str, Any]) -> TrainingJobSpec:

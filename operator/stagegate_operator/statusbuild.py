@@ -51,6 +51,7 @@ def operator_status(
     meta: Mapping[str, Any],
     spec: TrainingJobSpec,
     fingerprint: str,
+    refused: bool,
     old: TrainingJobStatus,
     memory: Memory,
     decision: Decision,
@@ -59,7 +60,8 @@ def operator_status(
     approval: Mapping[str, Any] | None,
     now: float,
 ) -> TrainingJobStatus:
-    """`fingerprint` is the TrainingJob's spec as given now, `spec` the one the run executes."""
+    """`fingerprint` is the TrainingJob's spec as given now, `spec` the one the run executes;
+    `refused`: the spec as given departs from the run's beyond the steering fields."""
     started = old.startedAt or now_iso(now)
     finished = old.finishedAt
     if decision.phase in TERMINAL and not finished:
@@ -98,7 +100,7 @@ def operator_status(
     status.specFingerprint = old.specFingerprint or fingerprint
     # The spec this run executes, as it was when it started (later edits are refused).
     status.runSpec = old.runSpec or spec.model_dump(mode="json", by_alias=True, exclude_none=True)
-    if old.specFingerprint and old.specFingerprint != fingerprint:
+    if refused:
         status.refusedGeneration = meta.get("generation")
     if memory.prepared is not None:
         status.prepared = memory.prepared
