@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from stagegate_core.spec import TrainingJobSpec, spec_fingerprint
 
 from . import children
+from .cache import Key
 
 # Fields a user may change while a run goes on: they steer it without changing its results.
 STEERING = (
@@ -31,7 +32,10 @@ STEERING = (
     "pending_timeout_seconds",
 )
 
-# The same, as the manifest and status.runSpec name them.
+Version = tuple[Any, Any]  # uid, generation
+T = TypeVar("T")
+
+# The steering fields as the manifest and status.runSpec name them.
 STEERING_KEYS = frozenset(
     TrainingJobSpec.model_fields[field].serialization_alias or field for field in STEERING
 )
@@ -44,24 +48,21 @@ class Validated:
 
 
 class Specs:
-    """The last validated spec of each TrainingJob, by (namespace, name)."""
+    """Per TrainingJob, by (namespace, name): its last validated spec, and how that departs
+    from the spec its run started with; each worked out once per generation."""
 
     def __init__(self) -> None:
-        self._known: dict[tuple[str, str], tuple[tuple[Any, Any], Validated]] = {}
-        self._departed: dict[tuple[str, str], tuple[tuple[Any, Any], tuple[str, ...]]] = {}
+        self._known: dict[Key, tuple[Version, Validated]] = {}
+        self._departed: dict[Key, tuple[Version, tuple[str, ...]]] = {}
 
     def validated(self, body: Mapping[str, Any]) -> Validated:
         """The TrainingJob's spec and fingerprint; raises pydantic's ValidationError."""
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        version = (meta.get("uid"), meta.get("generation"))
-        known = self._known.get(key)
-        if known is not None and None not in version and known[0] == version:
-            return known[1]
-        spec = TrainingJobSpec.model_validate(body.get("spec") or {})
-        validated = Validated(spec, spec_fingerprint(spec))
-        self._known[key] = (version, validated)
-        return validated
+
+        def validate() -> Validated:
+            spec = TrainingJobSpec.model_validate(body.get("spec") or {})
+            return Validated(spec, spec_fingerprint(spec))
+
+        return _per_generation(self._known, body, validate)
 
     def departures(
         self,
@@ -69,21 +70,27 @@ class Specs:
         run_spec: Mapping[str, Any],
         effective: Callable[[], TrainingJobSpec],
     ) -> tuple[str, ...]:
-        """`departures(run_spec, effective())`, worked out once per generation (the run's spec
-        does not change, and `effective` only adds the operator's fixed defaults)."""
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        version = (meta.get("uid"), meta.get("generation"))
-        known = self._departed.get(key)
-        if known is not None and None not in version and known[0] == version:
-            return known[1]
-        found = departures(run_spec, effective())
-        self._departed[key] = (version, found)
-        return found
+        """`departures(run_spec, effective())`: the run's spec does not change, and
+        `effective` only adds the operator's fixed defaults to the spec of this generation."""
+        return _per_generation(self._departed, body, lambda: departures(run_spec, effective()))
 
     def forget(self, namespace: str, name: str) -> None:
         self._known.pop((namespace, name), None)
         self._departed.pop((namespace, name), None)
+
+
+def _per_generation(
+    known: dict[Key, tuple[Version, T]], body: Mapping[str, Any], work_out: Callable[[], T]
+) -> T:
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    version = (meta.get("uid"), meta.get("generation"))
+    found = known.get(key)
+    if found is not None and None not in version and found[0] == version:
+        return found[1]
+    value = work_out()
+    known[key] = (version, value)
+    return value
 
 
 def departures(run_spec: Mapping[str, Any], effective: TrainingJobSpec) -> tuple[str, ...]:
