@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 
+from . import gcpolicy
 from .cache import ObjectCache
 from .config import OperatorConfig
 from .jobwatch import WatchedJobs
@@ -104,6 +105,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig,
             )  # fmt: skip
             memo["elector"] = elector
             memo["tasks"].append(loop.create_task(elector.run()))
+        gcpolicy.settle()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
