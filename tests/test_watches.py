@@ -10,10 +10,13 @@ counts as running (passes then ask the server themselves).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from stagegate_core.keys import LABEL_TJ
 from stagegate_operator.cache import ObjectCache
+from stagegate_operator.informer import Followed
 from stagegate_operator.jobwatch import WatchedJobs
 from stagegate_operator.kubeapi import KubeApi as OperatorApi
 from stagegate_operator.kubeapi import load_connection
@@ -50,6 +53,19 @@ def asks(watched: WatchedJobs | WatchedTrainingJobs) -> list[tuple[str, str]]:
     return asked
 
 
+@contextlib.asynccontextmanager
+async def running(api: OperatorApi, *followed: Followed) -> AsyncIterator[None]:
+    """The watches run for the block; then they stop and the client is closed."""
+    tasks = [asyncio.create_task(f.run()) for f in followed]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await api.close()
+
+
 def test_slim_pod_keeps_what_the_reconciler_reads() -> None:
     full = {**pod("p", "btc-quick-fold-01"), "status": {
         "phase": "Succeeded", "hostIP": "10.0.0.1",
@@ -76,8 +92,7 @@ async def _ended(kube: KubeApi) -> None:
     pods = f"/api/v1/namespaces/{kube.namespace}/pods"
     kube.create(pods, pod("before", "btc-prepare"))  # ended before the watch starts: listed
     kube.patch(f"{pods}/before/status", {"status": {"phase": "Failed"}})
-    task = asyncio.create_task(ended.run())
-    try:
+    async with running(api, ended):
         await until(lambda: ended.watching(kube.namespace), 10)
         assert [p["metadata"]["name"] for p in ended.pods(kube.namespace, "btc")] == ["before"]
 
@@ -99,10 +114,6 @@ async def _ended(kube: KubeApi) -> None:
 
         kube.request("DELETE", f"{pods}/before")
         await until(lambda: len(ended.pods(kube.namespace, "btc")) == 0, 30)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await api.close()
 
 
 def job(name: str, trainingjob: str = "btc") -> dict[str, Any]:
@@ -124,12 +135,11 @@ async def _jobs(kube: KubeApi) -> None:
     asked = asks(watched)
     jobs = f"/apis/batch/v1/namespaces/{kube.namespace}/jobs"
     kube.create(jobs, job("btc-prepare"))  # there before the watch starts: listed
-    task = asyncio.create_task(watched.run())
 
     def names() -> set[str]:
         return {j["metadata"]["name"] for j in cache.jobs(kube.namespace, "btc")}
 
-    try:
+    async with running(api, watched):
         await until(lambda: watched.watching(kube.namespace), 10)
         assert names() == {"btc-prepare"} and (kube.namespace, "btc") in asked
         (cached,) = cache.jobs(kube.namespace, "btc")
@@ -142,10 +152,6 @@ async def _jobs(kube: KubeApi) -> None:
 
         kube.request("DELETE", f"{jobs}/btc-prepare")
         await until(lambda: not names(), 30)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await api.close()
 
 
 def test_trainingjobs_are_followed_into_the_cache_from_the_real_api_server(
@@ -167,9 +173,8 @@ async def _trainingjobs(kube: KubeApi) -> None:
     asked = asks(watched)
     path = f"/apis/stagegate.io/v1alpha1/namespaces/{kube.namespace}/trainingjobs"
     kube.create(path, trainingjob("btc"))  # there before the watch starts: listed
-    task = asyncio.create_task(watched.run())
     btc, eth = (kube.namespace, "btc"), (kube.namespace, "eth")
-    try:
+    async with running(api, watched):
         await until(lambda: watched.watching(kube.namespace), 10)
         assert asked == [btc] and cache.trainingjob(*btc) is not None
 
@@ -189,10 +194,6 @@ async def _trainingjobs(kube: KubeApi) -> None:
         await until(lambda: cache.trainingjob(*btc) is None, 30)
         assert asked == [btc, eth, eth, btc], "the echo asked for a pass"
         assert (cache.trainingjob(*eth) or {}).get("status") == {"phase": "Quick"}
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await api.close()
 
 
 def test_a_relisting_asks_for_a_pass_of_what_is_new_changed_or_gone() -> None:
@@ -222,16 +223,10 @@ def test_a_watch_the_server_refuses_is_never_taken_as_running(kube_api: KubeApi)
         ended = EndedPods(api, [kube_api.namespace])
         watched = WatchedJobs(api, [kube_api.namespace], ObjectCache())
         trainingjobs = WatchedTrainingJobs(api, [kube_api.namespace], ObjectCache())
-        tasks = [asyncio.create_task(w.run()) for w in (ended, watched, trainingjobs)]
-        try:
+        async with running(api, ended, watched, trainingjobs):
             await asyncio.sleep(2.5)  # the first try and a retry, both refused
             return (ended.watching(kube_api.namespace), watched.watching(kube_api.namespace),
                     trainingjobs.watching(kube_api.namespace))  # fmt: skip
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await api.close()
 
     assert asyncio.run(scenario()) == (False, False, False)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.cluster.controlplane import token
+from tests.support import httpjson
 
 GROUP_PATH = "/apis/stagegate.io/v1alpha1"
 TJ_PATH = f"{GROUP_PATH}/namespaces/default/trainingjobs"
@@ -47,15 +48,7 @@ class Http:
             method=method,
             headers={"Content-Type": content_type, **self.headers},
         )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout, context=self.ctx) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode(errors="replace")
+        return httpjson.send(req, self.ctx, timeout)
 
     def ok(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
         status, out = self.request(method, path, body, **kwargs)

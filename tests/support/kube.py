@@ -45,6 +45,7 @@ import pytest
 
 from tests.cluster.cluster import LocalCluster
 from tests.cluster.controlplane import token, write_kubeconfig
+from tests.support import httpjson
 from tests.support.procs import kill_group
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,16 +213,7 @@ class KubeApi:
                 **(headers or {}),
             },
         )
-        ctx = ssl.create_default_context(cafile=str(self.ca))
-        try:
-            with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        try:
-            return status, json.loads(raw)
-        except ValueError:
-            return status, raw.decode()
+        return httpjson.send(req, ssl.create_default_context(cafile=str(self.ca)), timeout)
 
     def get(self, path: str) -> Any:
         status, body = self.request("GET", path)
