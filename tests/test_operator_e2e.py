@@ -94,13 +94,19 @@ def test_sequential_manual_approval(cluster: Cluster) -> None:
 
 
 def test_auto_policy_passes_and_rejects(cluster: Cluster) -> None:
-    cluster.apply(cluster.manifest("open", approval={"policy": "auto"}, gates=OPEN_GATES))
+    # null switches a trading gate off, and the summary Job must see the null, not the
+    # default. kubectl (since 1.31) drops nulls unless it applies server-side.
+    off = {"minTrades": None, "minExpectedReturn": None}
+    open_gates = cluster.manifest("open", approval={"policy": "auto"}, gates={**OPEN_GATES, **off})
+    cluster.kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(open_gates))
     cluster.apply(
         cluster.manifest("strict", approval={"policy": "auto"}, gates={"minRocAuc": 0.99})
     )
     passed = cluster.wait_phase("open", "Succeeded", "Failed", "Rejected")["status"]
     assert passed["phase"] == "Succeeded", passed["message"]
     assert (passed["approval"]["by"], passed["approval"]["via"]) == ("gates", "policy-auto")
+    judged = {g["gate"] for g in passed["stages"]["quick"]["gates"]}
+    assert "minF1" in judged and not judged & off.keys()
     rejected = cluster.wait_phase("strict", "Rejected", "Failed", "Succeeded")["status"]
     assert rejected["phase"] == "Rejected"
     assert "failed its gates" in rejected["message"]

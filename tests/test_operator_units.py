@@ -6,16 +6,19 @@ import json
 import os
 import subprocess
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from stagegate_core.results import encode
 from stagegate_core.spec import TrainingJobSpec
 from stagegate_core.stagemachine import decide
 from stagegate_core.status import Clock, build_status
 from stagegate_core.statusmodel import TrainingJobStatus
-from stagegate_operator import children, kubeapi, main
+from stagegate_operator import children, kubeapi, main, specs
 from stagegate_operator.defaults import BUILTIN_IMAGE, TrainerDefaults
 from stagegate_operator.observe import Memory, harvest, job_step, observe
 
@@ -303,6 +306,42 @@ def test_the_operator_imports_no_numeric_stack() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def nullable_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every field of the spec, by manifest names, that may be null, nested ones included."""
+    out = []
+    for name, field in model.model_fields.items():
+        path = (*prefix, field.alias or name)
+        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)
+        kinds = typing.get_args(field.annotation) if union else (field.annotation,)
+        if type(None) in kinds:
+            out.append(path)
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                out.extend(nullable_paths(kind, path))
+    return out
+
+
+NULLABLE = nullable_paths(TrainingJobSpec)
+
+
+def test_the_walk_finds_the_nulls_that_mean_off() -> None:
+    assert {("gates", "minTrades"), ("stages", "quick", "maxFolds")} <= set(NULLABLE)
+
+
+@pytest.mark.parametrize("path", NULLABLE, ids=".".join)
+def test_a_null_survives_the_frozen_spec(path: tuple[str, ...]) -> None:
+    """The pods read the spec from the ConfigMap: a null there must not turn into the field's
+    default (minTrades: null is no gate; its default is 100)."""
+    doc: dict[str, Any] = {}
+    inner = doc
+    for key in path[:-1]:
+        inner = inner.setdefault(key, {})
+    inner[path[-1]] = None
+    given = spec(**doc)
+    configmap = children.spec_configmap("btc", "ns", "uid-1", given, {})
+    assert specs.frozen(configmap) == given
 
 
 def test_cluster_defaults_apply_only_where_the_spec_leaves_a_gap() -> None:

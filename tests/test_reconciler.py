@@ -308,6 +308,7 @@ def test_a_spec_change_mid_run_keeps_the_frozen_spec_and_takes_the_steering_fiel
     assert run.status["specFingerprint"] == started and run.status["refusedGeneration"] == 2
     run.api.finish("btc-quick-fold-01", fold("quick", 1, QUICK_FOLDS))
     assert event("SpecChangeRefused") not in run.step(), "refused once per generation"
+    assert run.api.reads.count(("configmaps", "btc-spec")) == 1, "read once, not every pass"
     frozen = specs.frozen(run.api.objects[("configmaps", "btc-spec")])
     assert frozen.model.seed != 7
 

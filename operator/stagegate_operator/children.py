@@ -79,7 +79,9 @@ def spec_configmap(
         "apiVersion": GROUP_VERSION,
         "kind": KIND,
         "metadata": {"name": name, "namespace": namespace, "uid": uid},
-        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        # Nulls kept: a field whose null means "off" or "no limit" (gates.minTrades,
+        # stages.quick.maxFolds) would otherwise come back as its non-null default in the pods.
+        "spec": spec.model_dump(mode="json", by_alias=True),
     }
     return {
         "apiVersion": "v1",

@@ -215,12 +215,15 @@ class Reconciler:
                                    f"{', '.join(f'spec.{f}' for f in changed)} changed after the "
                                    f"run started; the run keeps the spec it started with (only "
                                    f"{steering} may change)")  # fmt: skip
-        configmap = await self.api.request(
-            "GET",
-            KubeApi.path("v1", meta["namespace"], "configmaps",
-                         children.spec_configmap_name(meta["name"])),
-        )  # fmt: skip
-        return specs.steered(specs.frozen(configmap), given.spec), True
+        started_with = self.specs.started(body)
+        if started_with is None:
+            configmap = await self.api.request(
+                "GET",
+                KubeApi.path("v1", meta["namespace"], "configmaps",
+                             children.spec_configmap_name(meta["name"])),
+            )  # fmt: skip
+            started_with = self.specs.keep_started(body, specs.frozen(configmap))
+        return specs.steered(started_with, given.spec), True
 
     async def _look(
         self, namespace: str, name: str, memory: Memory, now: float

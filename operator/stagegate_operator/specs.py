@@ -54,6 +54,7 @@ class Specs:
     def __init__(self) -> None:
         self._known: dict[Key, tuple[Version, Validated]] = {}
         self._departed: dict[Key, tuple[Version, tuple[str, ...]]] = {}
+        self._started: dict[Key, tuple[Any, TrainingJobSpec]] = {}  # by uid: never changes
 
     def validated(self, body: Mapping[str, Any]) -> Validated:
         """The TrainingJob's spec and fingerprint; raises pydantic's ValidationError."""
@@ -74,9 +75,21 @@ class Specs:
         `effective` only adds the operator's fixed defaults to the spec of this generation."""
         return _per_generation(self._departed, body, lambda: departures(run_spec, effective()))
 
+    def started(self, body: Mapping[str, Any]) -> TrainingJobSpec | None:
+        """The spec the run started with, when read from its ConfigMap before: a refused
+        change is taken again on every pass, and the ConfigMap is written once per run."""
+        meta = body["metadata"]
+        found = self._started.get((meta["namespace"], meta["name"]))
+        return found[1] if found is not None and found[0] == meta.get("uid") else None
+
+    def keep_started(self, body: Mapping[str, Any], spec: TrainingJobSpec) -> TrainingJobSpec:
+        meta = body["metadata"]
+        self._started[(meta["namespace"], meta["name"])] = (meta.get("uid"), spec)
+        return spec
+
     def forget(self, namespace: str, name: str) -> None:
-        self._known.pop((namespace, name), None)
-        self._departed.pop((namespace, name), None)
+        for known in (self._known, self._departed, self._started):
+            known.pop((namespace, name), None)
 
 
 def _per_generation(

@@ -35,12 +35,14 @@ class FakeApi:
         self.errors: dict[tuple[str, str], ApiError] = {}
         # Writes in order: (verb, plural, name); an Event's name here is its reason.
         self.calls: list[tuple[str, str, str]] = []
+        self.reads: list[tuple[str, str]] = []  # (plural, name) of every GET
         self.patches: list[dict[str, Any]] = []  # the status patches, in order
         self.gone = False  # the TrainingJob was deleted
 
     async def request(self, method: str, path: str, **_: Any) -> Any:
         assert method == "GET", (method, path)
         plural, name = path.rstrip("/").split("/")[-2:]
+        self.reads.append((plural, name))
         if plural == "trainingjobs":
             found = None if self.gone else self.tj
         else:
