@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import generate_latest
 from stagegate_core.keys import (
     APPROVAL_ANNOTATION,
@@ -21,7 +22,7 @@ from stagegate_core.keys import (
 )
 from stagegate_core.metricnames import BASELINES, METRICS
 from stagegate_core.spec import TrainingJobSpec, spec_fingerprint
-from stagegate_operator import specs
+from stagegate_operator import children, specs
 from stagegate_operator.kubeapi import ApiError
 from stagegate_operator.metrics import OperatorMetrics
 from stagegate_operator.reconcile import Reconciler
@@ -337,6 +338,26 @@ def test_a_change_that_leaves_the_fingerprint_alone_is_refused_too() -> None:
     run.step()
     assert run.status["phase"] == "Succeeded", "the run kept mode quick: no full stage"
     assert len(run.api.warnings("SpecChangeRefused")) == 1
+
+
+def test_a_field_the_run_started_without_is_no_change() -> None:
+    """After an upgrade, the operator knows fields that its predecessor left out of runSpec and
+    the frozen ConfigMap: they read as their defaults, which is what the run executes."""
+    run = Run(mode="quick", parallelism=1)
+    run.step()
+    run.api.finish("btc-prepare", prepared())
+    run.step()
+    run.api.tj["status"]["runSpec"].pop("costs")
+    configmap = run.api.objects[("configmaps", "btc-spec")]
+    manifest = yaml.safe_load(configmap["data"][children.MANIFEST_KEY])
+    manifest["spec"].pop("costs")
+    configmap["data"][children.MANIFEST_KEY] = yaml.safe_dump(manifest)
+    run.change_spec(parallelism=2)  # a new generation: its departures are worked out anew
+    assert run.step() == [*create("jobs", "btc-quick-fold-02"), PATCH]
+    assert run.api.warnings("SpecChangeRefused") == []
+    assert "refusedGeneration" not in run.status
+    run.change_spec(costs={"feeBps": 1})  # a real change is still refused
+    assert event("SpecChangeRefused") in run.step()
 
 
 def test_departures_name_the_fields_beyond_the_steering_ones() -> None:

@@ -200,12 +200,20 @@ class Reconciler:
         started = status.specFingerprint
         if not started:
             return given.spec, False
+
+        def effective() -> TrainingJobSpec:
+            return self.defaults.apply(given.spec)
+
         if status.runSpec is not None:
-            changed = self.specs.departures(
-                body, status.runSpec, lambda: self.defaults.apply(given.spec)
-            )
+            changed = self.specs.departures(body, status.runSpec, effective)
         else:  # a status written before runSpec was recorded
             changed = () if started == given.fingerprint else ("spec",)
+        if not changed:
+            return given.spec, False
+        started_with = await self._started_with(body)
+        # runSpec has no nulls (a merge patch cannot write one) and lacks the fields an older
+        # operator did not know: the ConfigMap read with this operator's model says for sure.
+        changed = self.specs.confirmed(body, started_with, effective)
         if not changed:
             return given.spec, False
         meta = body["metadata"]
@@ -215,15 +223,20 @@ class Reconciler:
                                    f"{', '.join(f'spec.{f}' for f in changed)} changed after the "
                                    f"run started; the run keeps the spec it started with (only "
                                    f"{steering} may change)")  # fmt: skip
-        started_with = self.specs.started(body)
-        if started_with is None:
-            configmap = await self.api.request(
-                "GET",
-                KubeApi.path("v1", meta["namespace"], "configmaps",
-                             children.spec_configmap_name(meta["name"])),
-            )  # fmt: skip
-            started_with = self.specs.keep_started(body, specs.frozen(configmap))
         return specs.steered(started_with, given.spec), True
+
+    async def _started_with(self, body: Mapping[str, Any]) -> TrainingJobSpec:
+        """The spec frozen in the run's ConfigMap, read once per run."""
+        found = self.specs.started(body)
+        if found is not None:
+            return found
+        meta = body["metadata"]
+        configmap = await self.api.request(
+            "GET",
+            KubeApi.path("v1", meta["namespace"], "configmaps",
+                         children.spec_configmap_name(meta["name"])),
+        )  # fmt: skip
+        return self.specs.keep_started(body, specs.frozen(configmap))
 
     async def _look(
         self, namespace: str, name: str, memory: Memory, now: float

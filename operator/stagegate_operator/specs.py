@@ -54,6 +54,7 @@ class Specs:
     def __init__(self) -> None:
         self._known: dict[Key, tuple[Version, Validated]] = {}
         self._departed: dict[Key, tuple[Version, tuple[str, ...]]] = {}
+        self._confirmed: dict[Key, tuple[Version, tuple[str, ...]]] = {}
         self._started: dict[Key, tuple[Any, TrainingJobSpec]] = {}  # by uid: never changes
 
     def validated(self, body: Mapping[str, Any]) -> Validated:
@@ -75,6 +76,19 @@ class Specs:
         `effective` only adds the operator's fixed defaults to the spec of this generation."""
         return _per_generation(self._departed, body, lambda: departures(run_spec, effective()))
 
+    def confirmed(
+        self,
+        body: Mapping[str, Any],
+        started: TrainingJobSpec,
+        effective: Callable[[], TrainingJobSpec],
+    ) -> tuple[str, ...]:
+        """The departures of `effective()` from the frozen spec itself, nulls and fields that
+        its operator did not know (they read as their defaults) included."""
+        started_doc = started.model_dump(mode="json", by_alias=True)
+        return _per_generation(
+            self._confirmed, body, lambda: departures(started_doc, effective(), nulls=True)
+        )
+
     def started(self, body: Mapping[str, Any]) -> TrainingJobSpec | None:
         """The spec the run started with, when read from its ConfigMap before: a refused
         change is taken again on every pass, and the ConfigMap is written once per run."""
@@ -88,7 +102,7 @@ class Specs:
         return spec
 
     def forget(self, namespace: str, name: str) -> None:
-        for known in (self._known, self._departed, self._started):
+        for known in (self._known, self._departed, self._confirmed, self._started):
             known.pop((namespace, name), None)
 
 
@@ -106,13 +120,15 @@ def _per_generation(
     return value
 
 
-def departures(run_spec: Mapping[str, Any], effective: TrainingJobSpec) -> tuple[str, ...]:
+def departures(
+    run_spec: Mapping[str, Any], effective: TrainingJobSpec, *, nulls: bool = False
+) -> tuple[str, ...]:
     """The fields, other than the steering ones, in which `effective` (the spec as given now,
     with the operator's defaults) differs from the spec the run started with (`status.runSpec`,
-    dumped the same way), by their manifest names. The fingerprint alone would miss fields that
-    do not change results (gates, mode, artifacts), which the run's Jobs read from the frozen
-    spec all the same."""
-    now = effective.model_dump(mode="json", by_alias=True, exclude_none=True)
+    dumped the same way: without nulls unless `nulls`), by their manifest names. The
+    fingerprint alone would miss fields that do not change results (gates, mode, artifacts),
+    which the run's Jobs read from the frozen spec all the same."""
+    now = effective.model_dump(mode="json", by_alias=True, exclude_none=not nulls)
     fields = (now.keys() | run_spec.keys()) - STEERING_KEYS
     return tuple(sorted(f for f in fields if now.get(f) != run_spec.get(f)))
 
