@@ -68,7 +68,7 @@ class Reconciler:
         self.watched_trainingjobs = watched_trainingjobs
         # Kept by the operator's own watch of ended pods; without it, pods are listed.
         self.ended_pods = ended_pods
-        self.specs = specs.Specs()
+        self.specs = specs.Specs(api)
         self.pending = pending.Checks()
         self.events = Events(api, clock)
         self.actor = Actor(api, self.cache, trainer_command, self.defaults.service_account)
@@ -210,7 +210,7 @@ class Reconciler:
             changed = () if started == given.fingerprint else ("spec",)
         if not changed:
             return given.spec, False
-        started_with = await self._started_with(body)
+        started_with = await self.specs.started(body)
         # runSpec has no nulls (a merge patch cannot write one) and lacks the fields an older
         # operator did not know: the ConfigMap read with this operator's model says for sure.
         changed = self.specs.confirmed(body, started_with, effective)
@@ -224,19 +224,6 @@ class Reconciler:
                                    f"run started; the run keeps the spec it started with (only "
                                    f"{steering} may change)")  # fmt: skip
         return specs.steered(started_with, given.spec), True
-
-    async def _started_with(self, body: Mapping[str, Any]) -> TrainingJobSpec:
-        """The spec frozen in the run's ConfigMap, read once per run."""
-        found = self.specs.started(body)
-        if found is not None:
-            return found
-        meta = body["metadata"]
-        configmap = await self.api.request(
-            "GET",
-            KubeApi.path("v1", meta["namespace"], "configmaps",
-                         children.spec_configmap_name(meta["name"])),
-        )  # fmt: skip
-        return self.specs.keep_started(body, specs.frozen(configmap))
 
     async def _look(
         self, namespace: str, name: str, memory: Memory, now: float

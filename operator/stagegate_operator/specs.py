@@ -19,6 +19,7 @@ from stagegate_core.spec import TrainingJobSpec, spec_fingerprint
 
 from . import children
 from .cache import Key
+from .kubeapi import KubeApi
 
 # Fields a user may change while a run goes on: they steer it without changing its results.
 STEERING = (
@@ -51,7 +52,8 @@ class Specs:
     """Per TrainingJob, by (namespace, name): its last validated spec, and how that departs
     from the spec its run started with; each worked out once per generation."""
 
-    def __init__(self) -> None:
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
         self._known: dict[Key, tuple[Version, Validated]] = {}
         self._departed: dict[Key, tuple[Version, tuple[str, ...]]] = {}
         self._confirmed: dict[Key, tuple[Version, tuple[str, ...]]] = {}
@@ -89,16 +91,19 @@ class Specs:
             self._confirmed, body, lambda: departures(started_doc, effective(), nulls=True)
         )
 
-    def started(self, body: Mapping[str, Any]) -> TrainingJobSpec | None:
-        """The spec the run started with, when read from its ConfigMap before: a refused
-        change is taken again on every pass, and the ConfigMap is written once per run."""
+    async def started(self, body: Mapping[str, Any]) -> TrainingJobSpec:
+        """The spec the run started with, from its ConfigMap: read once per run, as a refused
+        change is refused again on every pass and the ConfigMap is written once."""
         meta = body["metadata"]
-        found = self._started.get((meta["namespace"], meta["name"]))
-        return found[1] if found is not None and found[0] == meta.get("uid") else None
-
-    def keep_started(self, body: Mapping[str, Any], spec: TrainingJobSpec) -> TrainingJobSpec:
-        meta = body["metadata"]
-        self._started[(meta["namespace"], meta["name"])] = (meta.get("uid"), spec)
+        key, uid = (meta["namespace"], meta["name"]), meta.get("uid")
+        found = self._started.get(key)
+        if found is not None and found[0] == uid:
+            return found[1]
+        configmap = await self.api.request(
+            "GET", KubeApi.path("v1", key[0], "configmaps", children.spec_configmap_name(key[1]))
+        )
+        spec = frozen(configmap)
+        self._started[key] = (uid, spec)
         return spec
 
     def forget(self, namespace: str, name: str) -> None:
