@@ -12,15 +12,18 @@ What is measured (local run issue):
   also trains the final model after the stage, which is included in the wall time.
 
 Each stage runs in its own child process (so its figures belong to that stage alone) in a
-fresh temporary artifacts folder, with the runner's default workers (one per core) and
-num_threads = cores // workers per fold, exactly as `stagegate run` does.
+fresh temporary artifacts folder, with the runner's default workers (one per core), each fold's
+LightGBM threads capped at cores // busy workers (threadshare.py), exactly as `stagegate run`
+does.
 
 Figures per stage:
 - wall: `execute()` end to end, prepare (data load, features, labels, plan) included; plus the
   runner's own stage wall time (first fold submitted .. stage summarised).
 - compute floor: the sum over the stage's folds of the bare LightGBM fit seconds the runner
   reports (`RunResult.fit_seconds`: model + baseline fit inside each fold). Because folds run
-  in parallel, the sum is also divided by the worker count ("floor per core").
+  in parallel, the sum is also divided by the worker count ("floor per core"). A fold that
+  ran alone took the idle workers' cores, so its fit seconds are those at more threads: that
+  lowers the floor (a stricter ratio), as the wall time falls too.
 - ratios: wall / sum of fits, and wall / (sum of fits / workers), the latter being the honest
   overhead ratio when the workers ran in parallel.
 - peak memory: the largest sum of RSS over the whole process tree (runner + worker
@@ -184,7 +187,6 @@ def run_stage(args: argparse.Namespace) -> dict[str, Any]:
             bars=plan["bars"],
             rows=plan["labelledRows"],
             workers=runner.workers,
-            threads=max(1, runner.cores // runner.workers),
             cores=available_cores(),
             final_model=runner.run.store.exists(layout.MODEL_CARD),
             peak_tree=sampler.peak,
@@ -209,8 +211,8 @@ def report(r: dict[str, Any]) -> None:
     print(f"data:                        {r['data']}")
     print(
         f"plan:                        {r['folds']} {s} folds ({r['bars']:,} bars, "
-        f"{r['rows']:,} labelled rows); {r['workers']} workers x num_threads={r['threads']} "
-        f"on {r['cores']} cores"
+        f"{r['rows']:,} labelled rows); {r['workers']} workers on {r['cores']} cores, threads "
+        "= cores / busy workers"
     )
     print(
         f"result:                      phase {r['phase']}, exit code {r['exit_code']}, "

@@ -10,27 +10,15 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 from stagegate_core import layout
-from stagegate_core.spec import parse_manifest
 from stagegate_core.specparts import ModelSpec
 from stagegate_trainer import finalmodel, steps
 from stagegate_trainer.dataset import from_parquet_bytes
 from stagegate_trainer.fold import fit
 from stagegate_trainer.stopping import RoundSearch, refit_rounds
 
-from tests.support.runs import small_spec
+from tests.support.runs import prepared_run
 
 NS_BAR = 15 * 60 * 10**9
-
-
-def _run(tmp_path: Path, **overrides: Any) -> steps.Run:
-    spec = small_spec(**overrides)
-    spec["artifacts"] = {"uri": str(tmp_path / "runs")}
-    doc = {"apiVersion": "stagegate.io/v1alpha1", "kind": "TrainingJob",
-           "metadata": {"name": "refit"}, "spec": spec}  # fmt: skip
-    run = steps.open_run(parse_manifest(doc))
-    steps.claim(run)
-    steps.prepare(run)
-    return run
 
 
 class TrainSpy:
@@ -53,7 +41,9 @@ def _trees(model_text: str) -> int:
 def test_final_model_is_trained_on_every_labelled_row_of_its_window(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = _run(tmp_path, model={"maxRounds": 80, "earlyStoppingRounds": 10, "minRounds": 20})
+    run = prepared_run(
+        tmp_path, model={"maxRounds": 80, "earlyStoppingRounds": 10, "minRounds": 20}
+    )
     spy = TrainSpy()
     monkeypatch.setattr(lgb, "train", spy)
     card = finalmodel.final(run, num_threads=2)
@@ -79,18 +69,18 @@ def test_final_model_is_trained_on_every_labelled_row_of_its_window(
 
 def test_refit_none_keeps_the_inner_model_and_all_refits_every_fold(tmp_path: Path) -> None:
     model = {"maxRounds": 60, "earlyStoppingRounds": 10, "minRounds": 20}
-    inner = _run(tmp_path / "none", model={**model, "refit": "none"})
+    inner = prepared_run(tmp_path / "none", model={**model, "refit": "none"})
     card = finalmodel.final(inner, num_threads=2)
     assert card["training"]["refit"] is False
     assert card["training"]["rows"] == card["training"]["innerRows"] < card["data"]["trainRows"]
     assert card["training"]["rounds"] == card["training"]["bestIteration"]
 
-    default = _run(tmp_path / "final", model=model)
+    default = prepared_run(tmp_path / "final", model=model)
     folded = steps.fold(default, "quick", 1, num_threads=2).metrics
     assert folded["fit"]["refit"] is False  # refit: final leaves the folds as they were
     assert folded["fit"]["rows"] == folded["fit"]["innerRows"] < folded["train"]["rows"]
 
-    every = _run(tmp_path / "all", model={**model, "refit": "all"})
+    every = prepared_run(tmp_path / "all", model={**model, "refit": "all"})
     refit = steps.fold(every, "quick", 1, num_threads=2).metrics
     assert refit["fit"]["refit"] is True
     assert refit["fit"]["rows"] == refit["train"]["rows"]

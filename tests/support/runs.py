@@ -82,3 +82,18 @@ def manifest_factory(tmp_path: Path) -> Callable[..., Path]:
         return write_manifest(tmp_path / f"{name}.yaml", name, **overrides)
 
     return make
+
+
+def prepared_run(tmp_path: Path, **overrides: Any) -> Any:
+    """A small run, claimed and prepared in `tmp_path`, for calling the steps on directly."""
+    from stagegate_core.spec import parse_manifest
+    from stagegate_trainer import steps
+
+    spec = small_spec(**overrides)
+    spec["artifacts"] = {"uri": str(tmp_path / "runs")}
+    doc = {"apiVersion": "stagegate.io/v1alpha1", "kind": "TrainingJob",
+           "metadata": {"name": "small"}, "spec": spec}  # fmt: skip
+    run = steps.open_run(parse_manifest(doc))
+    steps.claim(run)
+    steps.prepare(run)
+    return run

@@ -20,6 +20,7 @@ from stagegate_core.featureset import BASELINE_FEATURES, FEATURE_NAMES
 from stagegate_core.plan import Fold
 from stagegate_core.specparts import ModelSpec
 
+from . import threadshare
 from .dataset import LABEL, TIMESTAMP, timestamps_ns
 from .evaluate import classification_metrics
 from .stopping import REFIT_RULE, RoundSearch, refit_rounds
@@ -121,6 +122,7 @@ def fit(
     if inner_end == 0 or val_start >= len(y):
         raise ValueError("training window too short for the inner early-stopping split")
     params = lightgbm_params(spec, num_threads) | (overrides or {})
+    threadshare.cap(num_threads)
     started = time.perf_counter()
     # Each fold builds its own Dataset, so bin edges come from its training rows only; the
     # validation set reuses them through `reference`.
@@ -133,7 +135,11 @@ def fit(
         spec.early_stopping_metric, min(spec.min_rounds, ceiling), spec.early_stopping_rounds
     )
     booster = lgb.train(
-        params, train_set, num_boost_round=ceiling, valid_sets=[valid_set], callbacks=[search]
+        params,
+        train_set,
+        num_boost_round=ceiling,
+        valid_sets=[valid_set],
+        callbacks=[search, threadshare.callback(num_threads)],
     )
     elapsed = time.perf_counter() - started
     best = search.chosen(booster.current_iteration())
@@ -169,10 +175,16 @@ def _refit(
 ) -> FittedModel:
     """Train on the whole window (inner rows, purge gap and validation tail) with scaled rounds."""
     rounds = refit_rounds(chosen.best_iteration, chosen.inner_rows, len(y))
+    threadshare.cap(params["num_threads"])
     started = time.perf_counter()
     # Its own Dataset again: the bins now come from every training row, still none of the test.
     full_set = lgb.Dataset(x, y, feature_name=feature_names, free_raw_data=True)
-    booster = lgb.train(params, full_set, num_boost_round=rounds)
+    booster = lgb.train(
+        params,
+        full_set,
+        num_boost_round=rounds,
+        callbacks=[threadshare.callback(params["num_threads"])],
+    )
     return replace(
         chosen,
         booster=booster,

@@ -181,9 +181,10 @@ class LocalRunner:
                 pool.submit(("prepare", None), _prepare_step, self.manifest)
             case StartFold(stage=stage, fold=fold):
                 self._stage_clock(stage)
-                threads = max(1, self.cores // self.workers)
+                # Every core is the ceiling: the fold takes its share of them as other workers
+                # go idle (threadshare.py).
                 pool.submit(
-                    ("fold", (stage, fold)), _fold_step, self.manifest, stage, fold, threads
+                    ("fold", (stage, fold)), _fold_step, self.manifest, stage, fold, self.cores
                 )
             case Summarise(stage=stage):
                 progress.stop()  # the stage's bar is printed, finished, once

@@ -10,6 +10,9 @@ the parent prepares, and then forks each worker in milliseconds. Spawning each w
 cost every worker that import again (a quick stage is 3 folds of under a second each, so
 start-up was most of its time). Workers ignore SIGINT, as the fork server does, so Ctrl-C
 reaches the parent alone, which then stops them in order.
+
+The pool keeps the number of busy workers in shared memory, where a task can read it
+(`busy_workers`) to use the cores that idle workers leave free (threadshare.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ from typing import Any
 
 Task = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]
 
+_busy: Any = None  # in a worker: its pool's count of busy workers (a shared ctypes int)
+
+
+def busy_workers() -> int | None:
+    """In a pool's worker, how many of the pool's workers run a task now (this one included);
+    None outside a pool."""
+    return None if _busy is None else max(1, int(_busy.value))
+
 
 @dataclass
 class Done:
@@ -38,7 +49,9 @@ class Done:
     error: str = ""  # one line when not ok
 
 
-def _serve(conn: Connection, preload: tuple[str, ...], environ: dict[str, str]) -> None:
+def _serve(conn: Connection, preload: tuple[str, ...], environ: dict[str, str], busy: Any) -> None:
+    global _busy
+    _busy = busy
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A fork server's environment is the parent's when the server started: give the worker the
     # parent's of now, as a spawned process would have (e.g. S3 credentials set since).
@@ -80,6 +93,7 @@ class WorkerPool:
         self._size = max(1, size)
         self._preload = preload
         self._workers: list[_Worker] = []
+        self._busy = self._ctx.Value("i", 0, lock=False)  # written here only
 
     def start(self) -> None:
         """Get ready in the background: the fork server starts and imports `preload` while
@@ -93,7 +107,7 @@ class WorkerPool:
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
-            target=_serve, args=(child, self._preload, dict(os.environ)), daemon=True
+            target=_serve, args=(child, self._preload, dict(os.environ), self._busy), daemon=True
         )
         process.start()
         child.close()
@@ -104,6 +118,9 @@ class WorkerPool:
     @property
     def running(self) -> list[Hashable]:
         return [w.key for w in self._workers if w.key is not None]
+
+    def _count_busy(self) -> None:
+        self._busy.value = len(self.running)
 
     def submit(self, key: Hashable, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         # An idle worker may have died (killed from outside): drop it and start another.
@@ -116,6 +133,7 @@ class WorkerPool:
                 raise RuntimeError("no idle worker")
             worker = self._start()
         worker.key = key
+        self._count_busy()
         # A worker that died between the check and the send is reported by wait() as this
         # task's failure.
         with contextlib.suppress(OSError):
@@ -149,6 +167,7 @@ class WorkerPool:
                 code = w.process.exitcode
                 done.append(Done(key, False, error=_death(code)))
                 self._workers.remove(w)
+        self._count_busy()
         return done
 
     def stop(self, grace: float = 3.0) -> None:
@@ -163,6 +182,7 @@ class WorkerPool:
                 w.process.join(timeout=1)
             w.conn.close()
         self._workers.clear()
+        self._count_busy()
 
     def close(self) -> None:
         """Let idle workers exit; busy ones are stopped."""
