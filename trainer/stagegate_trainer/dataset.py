@@ -55,7 +55,7 @@ def context_columns(ohlcv: pd.DataFrame, symbol: str, bars: pd.DataFrame,
     names = featureset.feature_names(CONTEXT_GROUPS, windows)
     own = build_features(bars, bar=bar, names=names)
     own.columns = [f"{CONTEXT_PREFIX}{symbol.replace('/', '_')}.{n}" for n in names]
-    own.insert(0, "timestamp", bars["timestamp"].to_numpy())
+    own.insert(0, "timestamp", bars["timestamp"].array)
     aligned = pd.merge_asof(
         ohlcv[["timestamp"]], own, on="timestamp", direction="backward",
         tolerance=pd.Timedelta(bar * CONTEXT_STALE_BARS),
@@ -170,7 +170,8 @@ def build_dataset(
         bar_ns=timeframes.bar_ns(timeframe),
     )
     table = features.copy()
-    table.insert(0, TIMESTAMP, ohlcv[TIMESTAMP].to_numpy())
+    # .array, not .to_numpy(): that makes one Python object per tz-aware time (0.2 s here).
+    table.insert(0, TIMESTAMP, ohlcv[TIMESTAMP].array)
     table[LABEL] = y
     # What each row's trade earned (trading.py): read by the trading metrics and the
     # expectedReturn threshold, never by the model.

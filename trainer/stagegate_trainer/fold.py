@@ -309,7 +309,7 @@ def run_fold(
     }
     predictions = pd.DataFrame(
         {
-            TIMESTAMP: test[TIMESTAMP].to_numpy(),
+            TIMESTAMP: test[TIMESTAMP].array,
             "label": y_test.astype(np.int8),
             "proba": proba,
             "signal": signal.astype(np.int8),
