@@ -45,7 +45,7 @@ from stagegate_core.stagemachine import (
 from stagegate_core.status import Clock, build_status, gates_failed
 from stagegate_core.statusmodel import DataStatus, TrainingJobStatus
 
-from . import finalmodel, steps
+from . import steps, tasks
 from .workers import WorkerPool
 
 ApproveMode = Literal["ask", "auto", "yes", "no"]
@@ -65,23 +65,6 @@ class RunResult:
     wall_seconds: float
     fit_seconds: dict[str, float] = field(default_factory=dict)  # per stage, bare fits
     stage_seconds: dict[str, float] = field(default_factory=dict)
-
-
-# Module-level so spawned workers can import them by name.
-def _prepare_step(manifest: TrainingJobManifest) -> dict[str, Any]:
-    return steps.prepare(steps.open_run(manifest))
-
-
-def _fold_step(
-    manifest: TrainingJobManifest, stage: StageName, number: int, num_threads: int
-) -> steps.FoldOutcome:
-    return steps.fold(steps.open_run(manifest), stage, number, num_threads=num_threads)
-
-
-def _final_step(
-    manifest: TrainingJobManifest, num_threads: int, approval: dict[str, Any]
-) -> dict[str, Any]:
-    return finalmodel.final(steps.open_run(manifest), num_threads=num_threads, approval=approval)
 
 
 class LocalRunner:
@@ -178,13 +161,13 @@ class LocalRunner:
     ) -> None:
         match action:
             case Prepare():
-                pool.submit(("prepare", None), _prepare_step, self.manifest)
+                pool.submit(("prepare", None), tasks.prepare, self.manifest)
             case StartFold(stage=stage, fold=fold):
                 self._stage_clock(stage)
                 # Every core is the ceiling: the fold takes its share of them as other workers
                 # go idle (threadshare.py).
                 pool.submit(
-                    ("fold", (stage, fold)), _fold_step, self.manifest, stage, fold, self.cores
+                    ("fold", (stage, fold)), tasks.fold, self.manifest, stage, fold, self.cores
                 )
             case Summarise(stage=stage):
                 progress.stop()  # the stage's bar is printed, finished, once
@@ -196,7 +179,7 @@ class LocalRunner:
                 record = self.approval_record or approvals.record(
                     "approved", "gates", "gates", now_iso(), "final"
                 )
-                pool.submit(("final", None), _final_step, self.manifest, self.cores, record)
+                pool.submit(("final", None), tasks.final, self.manifest, self.cores, record)
             case StopRunning():
                 pool.stop()
             case _:
@@ -237,9 +220,11 @@ class LocalRunner:
         started = now_iso()
         t0 = time.perf_counter()
         steps.claim(self.run)
+        # Everything a fold imports, pandas' parquet reader included: imported in a worker, it
+        # would delay every worker's first fold.
         pool = WorkerPool(
             self.workers,
-            preload=("stagegate_trainer.steps", "stagegate_trainer.fold"),
+            preload=("stagegate_trainer.tasks", "stagegate_trainer.fold", "pyarrow.dataset"),
         )
         pool.start()  # workers import LightGBM while this process prepares
         # Prepare here, not in a worker: its failures are bad input (data, plan, storage) that
