@@ -95,7 +95,7 @@ def test_sequential_manual_approval(cluster: Cluster) -> None:
 
 def test_auto_policy_passes_and_rejects(cluster: Cluster) -> None:
     # null switches a trading gate off, and the summary Job must see the null, not the
-    # default. kubectl (since 1.31) drops nulls unless it applies server-side.
+    # default. A client-side kubectl apply (since 1.31) drops nulls; server-side keeps them.
     off = {"minTrades": None, "minExpectedReturn": None}
     open_gates = cluster.manifest("open", approval={"policy": "auto"}, gates={**OPEN_GATES, **off})
     cluster.kube.kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(open_gates))
@@ -235,6 +235,19 @@ def test_a_killed_fold_pod_is_retried(cluster: Cluster) -> None:
     ]
     assert sum(j["status"].get("failed", 0) for j in jobs) == 1
     assert 'stagegate_folds_total{result="failed",stage="quick"} 1.0' in cluster.metrics()
+
+
+def test_which_kubectl_commands_send_a_null(cluster: Cluster) -> None:
+    """What the README tells a user who switches a gate off with null: a client-side apply
+    drops it (the default, 100, applies); create and a server-side apply keep it."""
+    kept = {}
+    for name, how in (("by-create", ["create"]), ("by-apply", ["apply"]),
+                      ("by-ssa", ["apply", "--server-side"])):  # fmt: skip
+        manifest = cluster.manifest(name, suspend=True, gates={"minTrades": None})
+        cluster.kube.kubectl(*how, "-f", "-", input=yaml.safe_dump(manifest))
+        kept[name] = cluster.tj(name)["spec"]["gates"]["minTrades"]
+        cluster.kube.kubectl("delete", "tj", name, "--wait=false")
+    assert kept == {"by-create": None, "by-apply": 100, "by-ssa": None}
 
 
 def test_schema_violations_are_refused_by_kubectl(cluster: Cluster) -> None:

@@ -304,13 +304,14 @@ class GatesSpec(CamelModel):
     min_expected_return: float | None = Field(
         0.0,
         description="Lower confidence bound of the mean per-fold net expected return per "
-        "trade, in R, must reach this; null: no gate (kubectl sends a null only with apply "
-        "--server-side).",
+        "trade, in R, must reach this; null: no gate (a client-side kubectl apply drops a "
+        "null: use kubectl create or apply --server-side).",
     )
     min_trades: Annotated[int, Field(ge=0)] | None = Field(
         100,
-        description="Out-of-sample trades over the stage's folds; null: no gate (kubectl sends "
-        "a null only with apply --server-side; 0 always passes).",
+        description="Out-of-sample trades over the stage's folds; null: no gate (a "
+        "client-side kubectl apply drops a null: use kubectl create or apply --server-side); "
+        "0 always passes.",
     )
     confidence: float = Field(
         0.9, gt=0.5, lt=1, description="Confidence of the one-sided t bounds over folds."
