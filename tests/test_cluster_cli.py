@@ -217,6 +217,15 @@ def test_submit_creates_and_reports_conflicts(kube: KubeApi, tmp_path: Path) -> 
     assert stored["spec"]["mode"] == "full"
     assert stored["spec"]["stages"]["full"]["testPeriodDays"] == 30
     one_line_error(sg(kube, "submit", "BTC/USDT", "M15"), "btc-usdt-m15 already exists")
+    # A null switches a gate off; submit sends it (the README's advice where kubectl would not).
+    nulls = tmp_path / "nulls.yaml"
+    nulls.write_text(yaml.safe_dump({
+        "apiVersion": "stagegate.io/v1alpha1", "kind": "TrainingJob",
+        "metadata": {"name": "no-trade-gate"},
+        "spec": {"symbol": "BTC/USDT", "gates": {"minTrades": None}},
+    }))  # fmt: skip
+    assert sg(kube, "submit", "-f", str(nulls)).returncode == 0
+    assert kube.get(f"{tj_path(kube)}/no-trade-gate")["spec"]["gates"]["minTrades"] is None
     one_line_error(
         sg(kube, "status", "nope"), f"trainingjob nope not found in namespace {kube.namespace}"
     )
