@@ -86,9 +86,12 @@ class Specs:
     ) -> tuple[str, ...]:
         """The departures of `effective()` from the frozen spec itself, nulls and fields that
         its operator did not know (they read as their defaults) included."""
-        started_doc = started.model_dump(mode="json", by_alias=True)
         return _per_generation(
-            self._confirmed, body, lambda: departures(started_doc, effective(), nulls=True)
+            self._confirmed,
+            body,
+            lambda: departures(
+                started.model_dump(mode="json", by_alias=True), effective(), nulls=True
+            ),
         )
 
     async def started(self, body: Mapping[str, Any]) -> TrainingJobSpec:
